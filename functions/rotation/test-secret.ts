@@ -1,0 +1,6 @@
+import { testSecret } from "../../core/rotation/flip.ts";
+import { lambda, type Task } from "../lib/task.ts";
+import { StepSchema } from "./input.ts";
+
+export const task: Task = (deps, event) => testSecret(deps, StepSchema.parse(event));
+export const handler = lambda(task);

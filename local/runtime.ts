@@ -1,0 +1,110 @@
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { serve, type ServerType } from "@hono/node-server";
+import type { AddressInfo } from "node:net";
+import { createApi } from "../core/api/app.ts";
+import { createToken } from "../core/auth/tokens.ts";
+import type { Deps } from "../core/context.ts";
+import type { RotationDeps } from "../core/rotation/model.ts";
+import type { LocalStepFunctions } from "../core/adapters/local/step-functions.ts";
+import type { DuePoller } from "../core/adapters/local/due-poller.ts";
+import { Envelope } from "../core/crypto/envelope.ts";
+import { LocalEventBus } from "../core/events.ts";
+import { Table } from "../core/store/table.ts";
+import { FileKeyWrapper } from "../core/adapters/local/file-key-wrapper.ts";
+import { startDynalite } from "./dynalite.ts";
+import { wireRotation, type LeaseReconciler, type RotationOptions } from "./rotation.ts";
+
+// Rotor pins Node 20 (see DESIGN.md); the SDK warns about it on every start otherwise.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
+
+export interface EmbeddedOptions {
+  dataDir: string;
+  port: number;
+  host?: string;
+  /** Use this DynamoDB endpoint (e.g. DynamoDB Local) instead of an on-disk dynalite. */
+  dynamoEndpoint?: string;
+  log?: (line: string) => void;
+  rotation?: RotationOptions;
+}
+
+export interface Embedded {
+  url: string;
+  deps: RotationDeps;
+  runner: LocalStepFunctions;
+  poller: DuePoller;
+  reconciler: LeaseReconciler;
+  bus: LocalEventBus;
+  adminTokenPath: string;
+  stop: () => Promise<void>;
+}
+
+/**
+ * Embedded mode: the same core and API as the cloud, on one machine. dynalite keeps the
+ * table on disk under the data dir, next to the master key and the admin token (both 0600).
+ */
+export async function startEmbedded(opts: EmbeddedOptions): Promise<Embedded> {
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const dataDir = resolve(opts.dataDir);
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+
+  const dynamo = opts.dynamoEndpoint ? undefined : await startDynalite({ path: join(dataDir, "dynamodb") });
+  const client = new DynamoDBClient({
+    endpoint: opts.dynamoEndpoint ?? dynamo!.endpoint,
+    region: "local",
+    credentials: { accessKeyId: "local", secretAccessKey: "local" },
+  });
+  const table = new Table(client, "rotor");
+  await table.ensureExists();
+
+  const bus = new LocalEventBus();
+  const deps: Deps = {
+    table,
+    envelope: new Envelope(FileKeyWrapper.openOrCreate(join(dataDir, "master.key"))),
+    events: bus,
+    now: () => new Date(),
+  };
+
+  const adminTokenPath = join(dataDir, "admin-token");
+  if (!existsSync(adminTokenPath)) {
+    const { token } = await createToken(deps, "system:bootstrap", { kind: "admin" });
+    writeFileSync(adminTokenPath, token + "\n", { mode: 0o600 });
+    log(`Created an admin token; it is in ${adminTokenPath} (readable by you only).`);
+  }
+
+  const rotation = await wireRotation(deps, dataDir, opts.rotation ?? {});
+  const app = createApi(rotation.deps, rotation.routes);
+  const server: ServerType = await new Promise((resolveServer, reject) => {
+    const s = serve({ fetch: app.fetch, port: opts.port, hostname: opts.host ?? "127.0.0.1" }, () => resolveServer(s));
+    s.once("error", reject);
+  });
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${opts.host ?? "127.0.0.1"}:${port}`;
+
+  rotation.poller.start();
+  rotation.reconciler.start();
+  let stopped = false;
+  return {
+    url,
+    deps: rotation.deps,
+    runner: rotation.runner,
+    poller: rotation.poller,
+    reconciler: rotation.reconciler,
+    bus,
+    adminTokenPath,
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      rotation.poller.stop();
+      rotation.reconciler.stop();
+      await rotation.runner.stop();
+      await new Promise<void>((r) => {
+        server.close(() => r());
+        (server as { closeAllConnections?: () => void }).closeAllConnections?.();
+      });
+      client.destroy();
+      await dynamo?.stop();
+    },
+  };
+}
