@@ -1,6 +1,9 @@
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import { createRequire } from "node:module";
+import os from "node:os";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import type * as Esbuild from "esbuild";
 import { Duration, Stack } from "aws-cdk-lib";
 import type * as dynamodb from "aws-cdk-lib/aws-dynamodb";
@@ -10,6 +13,7 @@ import * as lambda from "aws-cdk-lib/aws-lambda";
 import * as logs from "aws-cdk-lib/aws-logs";
 import type { Construct } from "constructs";
 import { useProject } from "sst/project.js";
+import { allHandlers } from "./handlers.ts";
 
 /**
  * Rotor's Lambda helper: plain CDK `lambda.Function` (not SST's `Function`, which adds
@@ -25,12 +29,15 @@ import { useProject } from "sst/project.js";
  *  - `rotor:bundleDir` = where bundles are written (default `.sst/rotor-bundles`).
  */
 
-// esbuild is loaded with require(), not `import`: `sst build`/`sst deploy` bundle
+// esbuild is resolved with require(), not `import`: `sst build`/`sst deploy` bundle
 // sst.config.ts and the stacks with esbuild, keeping only package.json dependencies
 // external, and esbuild (installed through sst) would otherwise be inlined and break.
-const esbuild = createRequire(import.meta.url)("esbuild") as typeof Esbuild;
+// It runs in a child process (see BUILD_SCRIPT); this is where to load it from.
+const esbuildPath = createRequire(import.meta.url).resolve("esbuild");
 
 export const CODE_CONTEXT = "rotor:code";
+/** Outside `sst` (bench, tests) there is no project: the repo root, from this file. */
+const REPO_ROOT = fileURLToPath(new URL("..", import.meta.url));
 export const BUNDLE_DIR_CONTEXT = "rotor:bundleDir";
 export type CodeMode = "bundle" | "placeholder";
 
@@ -55,21 +62,12 @@ export interface BundleInfo {
 /** Bundles built in this process (key: entry + output dir), for reports and reuse. */
 export const bundles = new Map<string, BundleInfo>();
 
-export const TABLE_READ_WRITE = [
-  "dynamodb:GetItem",
-  "dynamodb:PutItem",
-  "dynamodb:UpdateItem",
-  "dynamodb:DeleteItem",
-  "dynamodb:Query",
-];
-export const KEY_ENVELOPE = ["kms:GenerateDataKey", "kms:Decrypt"];
-
-/** `actions` on the table and all its indexes. */
+/** `actions` on the table, and on its indexes too when they include Query. */
 export function tableStatement(table: dynamodb.ITable, actions: string[]): iam.PolicyStatement {
   return new iam.PolicyStatement({
     effect: iam.Effect.ALLOW,
     actions,
-    resources: [table.tableArn, `${table.tableArn}/index/*`],
+    resources: actions.includes("dynamodb:Query") ? [table.tableArn, `${table.tableArn}/index/*`] : [table.tableArn],
   });
 }
 
@@ -149,13 +147,19 @@ function functionCode(scope: Construct, spec: string): { code: lambda.Code; hand
     (scope.node.tryGetContext(BUNDLE_DIR_CONTEXT) as string | undefined) ??
     path.join(useProject().paths.out, "rotor-bundles");
   const dir = path.join(bundleRoot, Stack.of(scope).stackName, file.replace(/[\\/]/g, "-"));
-  bundle(root, file, dir, spec);
+  bundleHandler(spec, dir, root);
   return { code: lambda.Code.fromAsset(dir), handler: `index.${exportName}` };
 }
 
-function bundle(root: string, file: string, dir: string, spec: string): void {
+/**
+ * Builds one handler (`functions/api.handler`) into `dir`/index.mjs with esbuild, once per
+ * process and directory. Throws when esbuild reports an error.
+ */
+export function bundleHandler(spec: string, dir: string, root = REPO_ROOT): BundleInfo {
+  const file = spec.slice(0, spec.lastIndexOf("."));
   const key = `${file}\u0000${dir}`;
-  if (bundles.has(key)) return;
+  const built = bundles.get(key);
+  if (built) return built;
   const entry = [".ts", ".mts", ".js", ".mjs"]
     .map((ext) => path.join(root, file + ext))
     .find((candidate) => fs.existsSync(candidate));
@@ -164,7 +168,7 @@ function bundle(root: string, file: string, dir: string, spec: string): void {
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   const outfile = path.join(dir, "index.mjs");
-  const result = esbuild.buildSync({
+  const options = {
     entryPoints: [entry],
     outfile,
     absWorkingDir: root,
@@ -177,15 +181,81 @@ function bundle(root: string, file: string, dir: string, spec: string): void {
     keepNames: true,
     legalComments: "none",
     logLevel: "silent",
-    // Optional native add-on that `pg` requires lazily; never used in Lambda.
-    external: ["pg-native"],
+    // pg-native: optional add-on `pg` requires lazily, never used. @aws-sdk/*: the Node 20
+    // runtime ships AWS SDK v3 (CDK's NodejsFunction assumes the same); bundling it would
+    // put every cloud function over the 1 MB budget (~800 KB of clients and @smithy/*).
+    external: ["pg-native", "@aws-sdk/*"],
     // CommonJS dependencies call require() for Node built-ins: give the ESM bundle one.
     banner: {
       js: `import { createRequire as __rotorCreateRequire } from "node:module";const require = __rotorCreateRequire(import.meta.url);`,
     },
+  } satisfies Esbuild.BuildOptions;
+  // Constructs are synchronous and buildSync takes no plugins: run esbuild's async API in a
+  // child process and wait for it.
+  const run = spawnSync(process.execPath, ["--input-type=module", "-e", BUILD_SCRIPT], {
+    input: JSON.stringify({ esbuild: esbuildPath, options }),
+    encoding: "utf8",
+    maxBuffer: 16 * 1024 * 1024,
   });
-  if (result.errors.length) {
-    throw new Error(`bundling ${spec} failed:\n${result.errors.map((e) => e.text).join("\n")}`);
+  if (run.status !== 0 || !fs.existsSync(outfile)) {
+    throw new Error(`bundling ${spec} failed:\n${(run.stderr || run.error?.message || "").trim()}`);
   }
-  bundles.set(key, { handler: spec, dir, bytes: fs.statSync(outfile).size });
+  const info = { handler: spec, dir, bytes: fs.statSync(outfile).size };
+  bundles.set(key, info);
+  return info;
+}
+
+/**
+ * Runs in a child node process: esbuild with one plugin. zod 4 exports every locale
+ * (~250 KB minified) through `z.locales`, and esbuild keeps them all because `z` is used
+ * as a namespace object. Rotor never switches zod's locale (English is the default zod
+ * registers by itself), so zod's locale index resolves to English only.
+ */
+const BUILD_SCRIPT = `
+import path from "node:path";
+import { readFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+const { esbuild, options } = JSON.parse(readFileSync(0, "utf8"));
+const { build } = await import(pathToFileURL(esbuild).href);
+const zodEnglishOnly = {
+  name: "rotor-zod-english-only",
+  setup(b) {
+    b.onResolve({ filter: /^\\.\\.\\/locales\\/index\\.js$/ }, (a) =>
+      /[\\\\/]node_modules[\\\\/]zod[\\\\/]/.test(a.importer)
+        ? { path: path.resolve(path.dirname(a.importer), "../locales/en.js"), namespace: "rotor-zod-locales" }
+        : undefined);
+    b.onLoad({ filter: /.*/, namespace: "rotor-zod-locales" }, (a) => ({
+      contents: "export { default as en } from " + JSON.stringify(a.path) + ";",
+      resolveDir: path.dirname(a.path),
+    }));
+  },
+};
+try {
+  await build({ ...options, plugins: [zodEnglishOnly] });
+} catch (e) {
+  process.stderr.write((e.errors ?? []).map((x) => x.text).join("\\n") || String(e));
+  process.exit(1);
+}
+`;
+
+/** Lambda's limit is far higher; this is Rotor's budget for cold starts (issue 5). */
+export const BUNDLE_BUDGET_BYTES = 1024 * 1024;
+
+/**
+ * Builds every handler Rotor ships (stacks/handlers.ts) and returns each bundle's size in
+ * bytes (minified, ESM, Node 20). `npm run bench` prints these against the 1 MB budget.
+ */
+export async function bundleSizes(options: { dir?: string } = {}): Promise<Array<{ handler: string; bytes: number }>> {
+  const dir = options.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), "rotor-bundles-"));
+  try {
+    return allHandlers().map((spec) => {
+      const { bytes } = bundleHandler(spec, path.join(dir, spec.slice(0, spec.lastIndexOf(".")).replace(/[\\/]/g, "-")));
+      return { handler: spec, bytes };
+    });
+  } finally {
+    if (!options.dir) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      for (const [key, info] of bundles) if (info.dir.startsWith(dir)) bundles.delete(key);
+    }
+  }
 }

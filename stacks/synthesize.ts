@@ -6,10 +6,15 @@ import type { CloudAssembly } from "aws-cdk-lib/cx-api";
 import { App } from "sst/constructs/App.js";
 import type { SSTConfig } from "sst";
 import { initProject, useProject } from "sst/project.js";
+import { CustomerAgentStack } from "./CustomerAgent.ts";
 import { BUNDLE_DIR_CONTEXT, CODE_CONTEXT, type CodeMode } from "./lambda.ts";
 
+/** Id of the customer-side template among the synthesized stacks. */
+export const CUSTOMER_AGENT_STACK = "CustomerAgent";
+
 /**
- * Offline synthesis of every stack in sst.config.ts, without AWS credentials. Used by
+ * Offline synthesis of every stack in sst.config.ts, plus the customer-side agent template,
+ * without AWS credentials. Used by
  * `npm run synth` (stacks/synth.ts) and by the infra tests, so both see the same templates.
  *
  * It follows what `sst build` does (sst/stacks/synth.js) minus the AWS calls:
@@ -32,6 +37,8 @@ export interface SynthesizeOptions {
   bundleDir?: string;
   /** Cloud assembly directory; default: a fresh temp dir (CDK's default). */
   outdir?: string;
+  /** Also synthesize the customer-side agent template (stacks/CustomerAgent.ts); default true. */
+  customerAgent?: boolean;
 }
 
 export interface SynthesizedStack {
@@ -79,6 +86,8 @@ export async function synthesize(options: SynthesizeOptions): Promise<Synthesize
     { outdir: options.outdir, context },
   );
   await config.default.stacks(app);
+  // Not in sst.config.ts: `sst deploy` must not put the customer's agent in Rotor's account.
+  if (options.customerAgent !== false) new CustomerAgentStack(app, app.logicalPrefixedName(CUSTOMER_AGENT_STACK));
   await app.finish();
   const assembly = app.synth();
 
