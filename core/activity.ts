@@ -4,11 +4,17 @@ import { newId } from "./ids.ts";
 import type { Item } from "./store/table.ts";
 
 export const ACTIVITY_PK = "ACTIVITY";
+/** Per-project copy of each entry, so a project's history pages by key instead of by filter. */
+export const projectActivityPk = (project: string) => `ACTIVITY#${project}`;
+
+export type ActivityEntry = RotorEvent & { cursor: string };
 
 /**
  * Records one activity entry and publishes it as an event. Derived from a change that
  * already happened, so it is written after it and keyed by the change's id: recording the
- * same change twice writes one entry.
+ * same change twice writes one entry. Publishing is at least once: the marker remembers
+ * whether the event went out, so a retry after a failed publish (or a crash) publishes it
+ * then; receivers deduplicate on the event id.
  */
 export async function recordActivity(
   deps: Deps,
@@ -28,20 +34,36 @@ export async function recordActivity(
   // same entry instead of losing it or writing a second one.
   const marker = { pk: `ACTIVITYID#${event.id}`, sk: "ID" };
   let entrySk = `${at}#${event.id}`;
+  let published = false;
   if (!(await deps.table.putIfAbsent({ ...marker, entrySk }))) {
     const existing = await deps.table.get(marker.pk, marker.sk);
     entrySk = String(existing?.entrySk ?? entrySk);
+    published = existing?.published === true;
     event.at = entrySk.slice(0, entrySk.indexOf("#"));
   }
   const item: Item = { pk: ACTIVITY_PK, sk: entrySk, ...event, kind: "activity" };
-  if (await deps.table.putIfAbsent(item)) await deps.events.publish(event);
+  await deps.table.putIfAbsent(item);
+  if (event.project) await deps.table.putIfAbsent({ ...item, pk: projectActivityPk(event.project) });
+  if (!published) {
+    await deps.events.publish(event);
+    await deps.table.update(marker.pk, marker.sk, { expression: "SET published = :t", values: { ":t": true } });
+  }
   return event;
 }
 
-export async function listActivity(deps: Deps, opts: { project?: string; limit: number; before?: string }) {
-  const items = await deps.table.queryPrefix(ACTIVITY_PK, "", { newestFirst: true });
-  return items
-    .filter((i) => (!opts.project || i.project === opts.project) && (!opts.before || i.sk < opts.before))
-    .slice(0, opts.limit)
-    .map(({ pk, sk, kind, ...e }) => ({ ...(e as unknown as RotorEvent), cursor: sk }));
+const toEntry = ({ pk: _pk, sk, kind: _kind, ...e }: Item): ActivityEntry => ({ ...(e as unknown as RotorEvent), cursor: sk });
+
+/**
+ * One page of activity, newest first, read by key: `sk < before` on the whole log or on one
+ * project's copy, stopping after `limit` (+1 to know whether another page exists).
+ */
+export async function pageActivity(deps: Deps, opts: { project?: string; limit: number; before?: string }): Promise<{ activity: ActivityEntry[]; next?: string }> {
+  const pk = opts.project ? projectActivityPk(opts.project) : ACTIVITY_PK;
+  const items = await deps.table.queryBefore(pk, { before: opts.before, limit: opts.limit + 1 });
+  const activity = items.slice(0, opts.limit).map(toEntry);
+  return { activity, next: items.length > opts.limit ? activity[activity.length - 1]?.cursor : undefined };
+}
+
+export async function listActivity(deps: Deps, opts: { project?: string; limit: number; before?: string }): Promise<ActivityEntry[]> {
+  return (await pageActivity(deps, opts)).activity;
 }

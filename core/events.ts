@@ -19,7 +19,38 @@ export type EventType =
   | "lease.created"
   | "lease.renewed"
   | "lease.revoked"
-  | "lease.stuck";
+  | "lease.stuck"
+  | "webhook.created"
+  | "webhook.deleted";
+
+/**
+ * Every event type at run time (webhook filters are checked against it). Adding a type to the
+ * union without adding it here fails to compile (see the check below).
+ */
+export const EVENT_TYPES = [
+  "secrets.changed",
+  "project.created",
+  "config.created",
+  "token.created",
+  "token.revoked",
+  "dynamic.created",
+  "dynamic.deleted",
+  "rotation.created",
+  "rotation.succeeded",
+  "rotation.failed",
+  "rotation.paused",
+  "rotation.resumed",
+  "rotation.deleted",
+  "lease.created",
+  "lease.renewed",
+  "lease.revoked",
+  "lease.stuck",
+  "webhook.created",
+  "webhook.deleted",
+] as const satisfies readonly EventType[];
+type MissingFromList = Exclude<EventType, (typeof EVENT_TYPES)[number]>;
+const everyTypeListed: [MissingFromList] extends [never] ? true : MissingFromList = true;
+void everyTypeListed;
 
 export interface RotorEvent {
   id: string;

@@ -2,6 +2,8 @@ import { handle } from "hono/aws-lambda";
 import { SFNClient } from "@aws-sdk/client-sfn";
 import { createApi } from "../core/api/app.ts";
 import { rotationRoutes } from "../core/api/routes/rotated.ts";
+import { dynamicRoutes } from "../core/api/routes/dynamic.ts";
+import { registerWebhookRoutes } from "../core/api/routes/webhooks.ts";
 import { SfnExecutionReader } from "../core/adapters/aws/sfn-starter.ts";
 import { storedSigner } from "../core/agents/stored-signer.ts";
 import { cloudDeps } from "./lib/cloud.ts";
@@ -12,6 +14,8 @@ const app = cloudDeps().then(async (deps) => {
   return handle(
     createApi(deps, [
       rotationRoutes(deps, new SfnExecutionReader(new SFNClient({})) as never),
+      dynamicRoutes(deps),
+      registerWebhookRoutes,
       (api) => void api.get("/.well-known/jwks.json", (c) => c.json(signer.jwks())),
     ]),
   );

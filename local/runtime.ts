@@ -13,6 +13,9 @@ import { Envelope } from "../core/crypto/envelope.ts";
 import { LocalEventBus } from "../core/events.ts";
 import { Table } from "../core/store/table.ts";
 import { FileKeyWrapper } from "../core/adapters/local/file-key-wrapper.ts";
+import { registerWebhookRoutes } from "../core/api/routes/webhooks.ts";
+import { policyFromEnv } from "../core/webhooks/deliver.ts";
+import { WebhookDispatcher, type DispatcherOptions } from "../core/webhooks/dispatcher.ts";
 import { startDynalite } from "./dynalite.ts";
 import { wireRotation, type LeaseReconciler, type RotationOptions } from "./rotation.ts";
 
@@ -27,6 +30,8 @@ export interface EmbeddedOptions {
   dynamoEndpoint?: string;
   log?: (line: string) => void;
   rotation?: RotationOptions;
+  /** Webhook delivery; the retry policy defaults to ROTOR_WEBHOOK_* variables, then built-in values. */
+  webhooks?: DispatcherOptions;
 }
 
 export interface Embedded {
@@ -36,6 +41,7 @@ export interface Embedded {
   poller: DuePoller;
   reconciler: LeaseReconciler;
   bus: LocalEventBus;
+  webhooks: WebhookDispatcher;
   adminTokenPath: string;
   stop: () => Promise<void>;
 }
@@ -73,8 +79,11 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<Embedded> {
     log(`Created an admin token; it is in ${adminTokenPath} (readable by you only).`);
   }
 
+  const webhooks = new WebhookDispatcher(deps, { policy: policyFromEnv(process.env), ...opts.webhooks });
+  bus.subscribe(webhooks.handle);
+
   const rotation = await wireRotation(deps, dataDir, opts.rotation ?? {});
-  const app = createApi(rotation.deps, rotation.routes);
+  const app = createApi(rotation.deps, [...rotation.routes, registerWebhookRoutes]);
   const server: ServerType = await new Promise((resolveServer, reject) => {
     const s = serve({ fetch: app.fetch, port: opts.port, hostname: opts.host ?? "127.0.0.1" }, () => resolveServer(s));
     s.once("error", reject);
@@ -92,6 +101,7 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<Embedded> {
     poller: rotation.poller,
     reconciler: rotation.reconciler,
     bus,
+    webhooks,
     adminTokenPath,
     stop: async () => {
       if (stopped) return;
@@ -99,6 +109,8 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<Embedded> {
       rotation.poller.stop();
       rotation.reconciler.stop();
       await rotation.runner.stop();
+      // Before the table goes: in-flight deliveries still log their (aborted) attempt.
+      await webhooks.stop();
       await new Promise<void>((r) => {
         server.close(() => r());
         (server as { closeAllConnections?: () => void }).closeAllConnections?.();

@@ -6,6 +6,7 @@ import {
   ResourceNotFoundException,
 } from "@aws-sdk/client-dynamodb";
 import {
+  BatchWriteCommand,
   DeleteCommand,
   DynamoDBDocumentClient,
   GetCommand,
@@ -63,6 +64,23 @@ export class Table {
     );
   }
 
+  /**
+   * Unconditional puts of many items, 25 per request (DynamoDB's limit), resending what the
+   * service leaves unprocessed. For derived records only (execution history): a batch can't
+   * carry a condition.
+   */
+  async batchPut(items: Item[]) {
+    for (let i = 0; i < items.length; i += 25) {
+      let requests: Record<string, unknown>[] | undefined = items.slice(i, i + 25).map((Item) => ({ PutRequest: { Item } }));
+      for (let attempt = 0; requests?.length; attempt++) {
+        if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(1000, 25 * 2 ** attempt)));
+        const out = await this.doc.send(new BatchWriteCommand({ RequestItems: { [this.name]: requests as never } }));
+        requests = out.UnprocessedItems?.[this.name] as Record<string, unknown>[] | undefined;
+        if (attempt > 8 && requests?.length) throw new Error(`DynamoDB left ${requests.length} history items unprocessed after ${attempt} retries`);
+      }
+    }
+  }
+
   /** Put unless the key exists; returns false when it did (idempotent derived writes). */
   async putIfAbsent(item: Item): Promise<boolean> {
     try {
@@ -111,6 +129,16 @@ export class Table {
       ExpressionAttributeValues: skPrefix ? { ":pk": pk, ":p": skPrefix } : { ":pk": pk },
       ConsistentRead: true,
       ScanIndexForward: !opts.newestFirst,
+    }, opts.limit);
+  }
+
+  /** Up to `limit` items of one partition with sort keys below `before`, newest first (paging a log by key). */
+  async queryBefore<T extends Item = Item>(pk: string, opts: { before?: string; limit: number }): Promise<T[]> {
+    return this.queryAll<T>({
+      KeyConditionExpression: opts.before !== undefined ? "pk = :pk AND sk < :before" : "pk = :pk",
+      ExpressionAttributeValues: opts.before !== undefined ? { ":pk": pk, ":before": opts.before } : { ":pk": pk },
+      ScanIndexForward: false,
+      ConsistentRead: true,
     }, opts.limit);
   }
 

@@ -14,8 +14,11 @@ import { SesNotifier } from "../../core/adapters/aws/ses-notifier.ts";
 import { StepFunctionsStarter } from "../../core/adapters/aws/sfn-starter.ts";
 import { HttpAgentTransport } from "../../core/adapters/http-transport.ts";
 import { Envelope } from "../../core/crypto/envelope.ts";
+import { dynamicContributor } from "../../core/dynamic/leases.ts";
 import { rotatedContributor } from "../../core/rotation/manage.ts";
 import { defaultRotationSettings, type RotationDeps } from "../../core/rotation/model.ts";
+import type { Deps } from "../../core/context.ts";
+import type { EventBus } from "../../core/events.ts";
 import { Table } from "../../core/store/table.ts";
 
 function env(name: string): string {
@@ -25,16 +28,39 @@ function env(name: string): string {
 }
 
 /**
+ * Activity events go to Rotor's bus (ROTOR_EVENT_BUS). Checked at the first publish, not at
+ * start, so functions that never record activity (webhook delivery) need no bus; a function
+ * that does and lacks the variable fails loudly instead of dropping events.
+ */
+export function cloudEventBus(env = process.env): EventBus {
+  let bus: EventBridgeBus | undefined;
+  return {
+    publish: async (event) => {
+      const name = env.ROTOR_EVENT_BUS;
+      if (!name) throw new Error("missing environment variable ROTOR_EVENT_BUS: activity events cannot be published");
+      bus ??= new EventBridgeBus(new EventBridgeClient({}), name);
+      return bus.publish(event);
+    },
+  };
+}
+
+/** Table, key and bus: what the API and webhook delivery need. */
+export function coreCloudDeps(): Deps {
+  return {
+    table: new Table(new DynamoDBClient({}), env("ROTOR_TABLE")),
+    envelope: new Envelope(new KmsKeyWrapper(new KMSClient({}), env("ROTOR_KMS_KEY_ID"))),
+    events: cloudEventBus(),
+    now: () => new Date(),
+  };
+}
+
+/**
  * Cloud wiring from the environment the stack sets. Optional pieces (scheduler, email,
  * agents) are only required by the functions that use them; the stack gives each function
  * exactly the variables and permissions its handler needs.
  */
 export async function cloudDeps(): Promise<RotationDeps> {
-  const table = new Table(new DynamoDBClient({}), env("ROTOR_TABLE"));
-  const envelope = new Envelope(new KmsKeyWrapper(new KMSClient({}), env("ROTOR_KMS_KEY_ID")));
-  const base = { table, envelope, now: () => new Date() };
-  const busName = process.env.ROTOR_EVENT_BUS;
-  const events = busName ? new EventBridgeBus(new EventBridgeClient({}), busName) : { publish: async () => {} };
+  const { events, ...base } = coreCloudDeps();
   const externalId = process.env.ROTOR_EXTERNAL_ID ?? "";
   const transports: TransportFactory = (spec) => {
     if (spec.transport === "http") return new HttpAgentTransport(spec);
@@ -53,7 +79,7 @@ export async function cloudDeps(): Promise<RotationDeps> {
   return {
     ...base,
     events,
-    contributors: [rotatedContributor],
+    contributors: [rotatedContributor, dynamicContributor],
     agents: new AgentClient(signer, transports),
     workflows: new StepFunctionsStarter(new SFNClient({}), { rotate: rotateArn, lease: process.env.ROTOR_LEASE_MACHINE_ARN ?? "" }),
     scheduler: new EventBridgeRotationScheduler({
