@@ -26,6 +26,8 @@ export interface RotationOptions extends LocalRunnerOptions {
   /** How often the lease reconciler looks for expired leases nobody is revoking. */
   reconcileIntervalMs?: number;
   maxConcurrentFlips?: number;
+  /** Requests each in-process agent runs against databases at once (default 16). */
+  maxAgentConcurrency?: number;
   notifier?: Notifier;
 }
 
@@ -37,9 +39,11 @@ const statemachine = (name: string) => fileURLToPath(new URL(`../statemachines/$
  */
 export async function wireRotation(base: Deps, dataDir: string, opts: RotationOptions) {
   const signer = await KeySigner.fromFile(join(dataDir, "signing-key.json"));
+  // Bounded: hundreds of leases expiring together must not open hundreds of connections at once.
+  const maxConcurrent = opts.maxAgentConcurrency ?? 16;
   const inProcess = {
-    postgres: createAgent(postgresEngine, { jwks: signer.jwks() as never }),
-    mysql: createAgent(mysqlEngine, { jwks: signer.jwks() as never }),
+    postgres: createAgent(postgresEngine, { jwks: signer.jwks() as never, maxConcurrent }),
+    mysql: createAgent(mysqlEngine, { jwks: signer.jwks() as never, maxConcurrent }),
   };
   const transports: TransportFactory = (spec): AgentTransport => {
     switch (spec.transport) {

@@ -1,6 +1,6 @@
 import { recordActivity } from "../activity.ts";
 import { AgentCallError } from "../agents/client.ts";
-import { invalid, isRotorError, notFound, RotorError, tooMany, unavailable } from "../errors.ts";
+import { conflict, invalid, isRotorError, notFound, RotorError, tooMany, unavailable } from "../errors.ts";
 import { newId } from "../ids.ts";
 import { dynamicProvider } from "../providers/dynamic-index.ts";
 import { configPk } from "../secrets/static.ts";
@@ -43,6 +43,8 @@ async function release(deps: RotationDeps, ref: DynamicRef) {
 }
 
 function providerError(e: unknown, what: string): never {
+  // Deleted outside Rotor: nothing to renew; revoking it counts as done.
+  if (e instanceof AgentCallError && e.agentCode === "user_not_found") throw new RotorError("lease_gone", `${what}: ${e.message}`, 409);
   if (e instanceof AgentCallError) throw new RotorError("lease_failed", `${what}: ${e.message}`, e.retryable ? 503 : 502, e.retryable);
   if (isRotorError(e)) throw e;
   throw unavailable(`${what}: ${(e as Error).message}`);
@@ -55,6 +57,7 @@ function providerError(e: unknown, what: string): never {
 export async function issueLease(deps: RotationDeps, item: DynamicItem, ttlSec: number | undefined, actor: string) {
   const ttl = checkTtl(item, ttlSec);
   const provider = dynamicProvider(item.provider);
+  const ctx = await contextOf(deps, item);
   await reserve(deps, item);
   const now = deps.now();
   const leaseId = newId("lease");
@@ -76,24 +79,39 @@ export async function issueLease(deps: RotationDeps, item: DynamicItem, ttlSec: 
     gsi1pk: LEASE_DUE,
     gsi1sk: `${expiresAt.toISOString()}#${leaseId}`,
   };
-  await deps.table.put(lease);
+  // The index row goes in with the record: a lease stuck half-issued still shows in `leases list`.
+  await Promise.all([deps.table.put(lease), deps.table.put({ pk: leaseIndexPk(item), sk: leaseId, kind: "lease-index", leaseId, createdAt: lease.createdAt })]);
   let issued;
   try {
-    issued = await provider.issue(await contextOf(deps, item), { leaseId, expiresAt, handle: lease.handle });
+    issued = await provider.issue(ctx, { leaseId, expiresAt, handle: lease.handle });
   } catch (e) {
-    // Nothing usable was handed out: end the lease now (the provider cleaned up what it made).
-    await deps.table.update(lease.pk, lease.sk, { expression: "SET #s = :r, revokedAt = :at REMOVE gsi1pk, gsi1sk", names: { "#s": "state" }, values: { ":r": "revoked", ":at": deps.now().toISOString() } });
-    await release(deps, item);
+    // Nothing usable was handed out. An agent's definite refusal made nothing (and a
+    // `user_exists` name belongs to someone else: never drop it). But a lost answer (the
+    // connection dropped after COMMIT) can hide a created user: then revoke by name
+    // (idempotent) before closing the lease. If even that fails, the record stays due at
+    // its expiry and the reconciler revokes it then.
+    const definite = e instanceof AgentCallError && !e.retryable;
+    const gone = definite || (await provider.revoke(ctx, lease.handle).then(() => true, () => false));
+    if (gone) {
+      await deps.table.update(lease.pk, lease.sk, { expression: "SET #s = :r, revokedAt = :at REMOVE gsi1pk, gsi1sk", names: { "#s": "state" }, values: { ":r": "revoked", ":at": deps.now().toISOString() } });
+      await release(deps, item);
+    }
     providerError(e, `could not lease ${item.name}`);
   }
-  await deps.table.update(lease.pk, lease.sk, {
-    expression: "SET #s = :a, handle = :h",
-    condition: "#s = :issuing",
-    names: { "#s": "state" },
-    values: { ":a": "active", ":h": issued.handle, ":issuing": "issuing" },
-  });
+  try {
+    await deps.table.update(lease.pk, lease.sk, {
+      expression: "SET #s = :a, handle = :h",
+      condition: "#s = :issuing",
+      names: { "#s": "state" },
+      values: { ":a": "active", ":h": issued.handle, ":issuing": "issuing" },
+    });
+  } catch (e) {
+    if (!(e instanceof ConditionFailed)) throw e;
+    // Issuing outlasted the TTL and the reconciler closed the lease: the new credential must go too.
+    await provider.revoke(ctx, issued.handle).catch((err) => console.error(`lease ${leaseId}: ${credentialOf({ ...lease, handle: issued.handle })} outlived its lease and could not be revoked: ${(err as Error).message}`));
+    throw new RotorError("lease_expired", `issuing ${item.name} took longer than its TTL of ${ttl}s: ask for a longer TTL`, 503, true);
+  }
   await Promise.all([
-    deps.table.put({ pk: leaseIndexPk(item), sk: leaseId, kind: "lease-index", leaseId, createdAt: lease.createdAt }),
     deps.workflows.start("lease", leaseId, { leaseId, expiresAt: waitTimestamp(expiresAt) }),
     recordActivity(deps, {
       type: "lease.created",
@@ -144,6 +162,8 @@ export async function renewLease(deps: RotationDeps, actor: string, leaseId: str
   if (lease.state !== "active") throw invalid(`lease ${leaseId} is ${lease.state}: only active leases renew`);
   if (!Number.isInteger(ttlSec) || ttlSec <= 0) throw invalid("the TTL must be a positive whole number of seconds");
   const now = deps.now();
+  // An expired credential is being revoked; bringing it back would race that revocation.
+  if (new Date(lease.expiresAt) <= now) throw invalid(`lease ${leaseId} expired at ${lease.expiresAt}: lease a new credential instead`);
   const wanted = new Date(now.getTime() + ttlSec * 1000);
   const expiresAt = wanted > new Date(lease.maxExpiresAt) ? new Date(lease.maxExpiresAt) : wanted;
   const item = await loadDynamic(deps, { project: lease.project, config: lease.config, name: lease.dynamic });
@@ -175,6 +195,9 @@ export async function renewLease(deps: RotationDeps, actor: string, leaseId: str
 export async function revokeLease(deps: RotationDeps, leaseId: string, opts: { actor: string; force?: boolean }) {
   const lease = await loadLease(deps, leaseId);
   if (lease.state === "revoked") return { ...leaseView(lease), outcome: "already_revoked" as const, leftBehind: null };
+  // Mid-issue, the credential may not exist yet: revoking now would let it appear after. Past
+  // expiry the issuer is presumed dead (the reconciler's case) and revoking is safe.
+  if (lease.state === "issuing" && new Date(lease.expiresAt) > deps.now() && !opts.force) throw conflict(`lease ${leaseId} is still being issued: try again in a moment`);
   let outcome: "revoked" | "already_gone" | "forced";
   let leftBehind: string | null = null;
   try {
@@ -183,7 +206,7 @@ export async function revokeLease(deps: RotationDeps, leaseId: string, opts: { a
   } catch (e) {
     if (!opts.force) providerError(e, `could not revoke ${leaseId}`);
     outcome = "forced";
-    leftBehind = `${lease.provider} credential ${JSON.stringify(lease.handle)} may still exist${lease.provider === "postgres" ? ` (its VALID UNTIL is ${lease.expiresAt})` : ""}`;
+    leftBehind = `${credentialOf(lease)} may still exist${lease.provider === "postgres" ? ` (its VALID UNTIL is ${lease.expiresAt})` : ""}`;
   }
   const at = deps.now().toISOString();
   let transitioned = true;
@@ -212,6 +235,12 @@ export async function revokeLease(deps: RotationDeps, leaseId: string, opts: { a
   return { ...leaseView({ ...lease, state: "revoked", revokedAt: at }), outcome, leftBehind };
 }
 
+/** Names a lease's credential for people: what to look for if it was left behind. */
+function credentialOf(lease: LeaseItem): string {
+  if (lease.provider === "aws-iam-user") return `IAM user ${lease.handle.userName} (path /rotor/)`;
+  return `${lease.provider} user ${lease.handle.username} in ${lease.project}/${lease.config}/${lease.dynamic}'s database`;
+}
+
 /** The lease workflow's check after each wait: a renewal moved the expiry, or it's time. */
 export async function checkLease(deps: RotationDeps, leaseId: string) {
   const lease = await deps.table.get<LeaseItem>(leaseKey(leaseId).pk, leaseKey(leaseId).sk);
@@ -224,16 +253,23 @@ export async function checkLease(deps: RotationDeps, leaseId: string) {
 /** Revocation failed after its retries: count it, alert once stuck, back off (capped), and go on. */
 export async function recordRevokeFailure(deps: RotationDeps, leaseId: string, error: { Error: string; Cause?: string }) {
   const at = deps.now().toISOString();
-  const updated = await deps.table.update(leaseKey(leaseId).pk, leaseKey(leaseId).sk, {
-    expression: "SET revokeFailures = if_not_exists(revokeFailures, :zero) + :one, lastError = :err",
-    values: { ":zero": 0, ":one": 1, ":err": { code: error.Error, message: (error.Cause ?? "").slice(0, 300), at } },
-  });
+  let updated;
+  try {
+    updated = await deps.table.update(leaseKey(leaseId).pk, leaseKey(leaseId).sk, {
+      expression: "SET revokeFailures = if_not_exists(revokeFailures, :zero) + :one, lastError = :err",
+      condition: "attribute_exists(pk)", // never create a stray record for a lease that isn't there
+      values: { ":zero": 0, ":one": 1, ":err": { code: error.Error, message: (error.Cause ?? "").slice(0, 300), at } },
+    });
+  } catch (e) {
+    if (e instanceof ConditionFailed) return { failures: 0, waitSeconds: deps.settings.backoffBaseSec };
+    throw e;
+  }
   const n = Number(updated.revokeFailures);
   const threshold = deps.settings.failureThreshold;
   if (n === threshold) {
     await deps.table.update(leaseKey(leaseId).pk, leaseKey(leaseId).sk, { expression: "SET stuck = :t", values: { ":t": true } });
     const lease = updated as unknown as LeaseItem;
-    const what = `${lease.provider} credential ${lease.handle.username ?? lease.handle.userName} of lease ${leaseId} (${lease.project}/${lease.config}/${lease.dynamic})`;
+    const what = `${credentialOf(lease)} (lease ${leaseId})`;
     await recordActivity(deps, { type: "lease.stuck", actor: "rotor:lease", project: lease.project, config: lease.config, changeId: `stuck-${leaseId}`, detail: { leaseId, dynamic: lease.dynamic, failures: n, error: error.Error } });
     await notifyProject(deps, lease.project, {
       subject: `Rotor: cannot revoke ${what}`,
@@ -245,7 +281,7 @@ export async function recordRevokeFailure(deps: RotationDeps, leaseId: string, e
 
 export async function listLeases(deps: RotationDeps, filter: { project: string; config: string; dynamic?: string; includeRevoked?: boolean }) {
   const names = filter.dynamic
-    ? [filter.dynamic]
+    ? [(await loadDynamic(deps, { project: filter.project, config: filter.config, name: filter.dynamic })).name]
     : (await deps.table.queryPrefix<DynamicItem>(configPk(filter.project, filter.config), "DYNAMIC#")).map((d) => d.name);
   const out = [];
   for (const name of names) {

@@ -42,6 +42,32 @@ export interface AgentOptions {
   now?: () => Date;
   /** Where unexpected (internal) failures are reported; messages are already scrubbed. */
   log?: (line: string) => void;
+  /**
+   * At most this many requests talk to the database at once; the rest wait their turn
+   * (after their signature was checked, so waiting never ages them past the clock skew).
+   * A long-lived agent serving many leases (embedded mode, the HTTP transport) would
+   * otherwise open one connection per expiring lease at the same instant and exhaust the
+   * database's connection limit. Default: no limit (a Lambda handles one request anyway).
+   */
+  maxConcurrent?: number;
+}
+
+/** A counting semaphore: `run` waits for a free slot. */
+function limiter(max: number | undefined) {
+  if (!max || max <= 0 || !Number.isFinite(max)) return <T>(fn: () => Promise<T>) => fn();
+  let active = 0;
+  const waiting: Array<() => void> = [];
+  return async <T>(fn: () => Promise<T>): Promise<T> => {
+    if (active >= max) await new Promise<void>((r) => waiting.push(r));
+    else active++;
+    try {
+      return await fn();
+    } finally {
+      const next = waiting.shift();
+      if (next) next(); // the slot passes straight to the next waiter
+      else active--;
+    }
+  };
 }
 
 export interface LambdaEvent {
@@ -74,13 +100,15 @@ export function createAgent(engine: Engine, options: AgentOptions = {}): Agent {
   const now = options.now ?? (() => new Date());
   const log = options.log ?? ((line: string) => console.error(line));
   let resolver: KeyResolver | undefined; // built once: a remote JWKS keeps its cache between calls
+  const limit = limiter(options.maxConcurrent);
 
   async function handle(compactJws: string): Promise<AgentResponse> {
     let request: AgentRequest | undefined;
     try {
       resolver ??= keyResolverOf(options.jwks ?? jwksFromEnv());
       request = await verifyRequest(compactJws, resolver, now());
-      const body = await dispatch(engine, request);
+      const verified = request;
+      const body = await limit(() => dispatch(engine, verified));
       return { status: "ok", body: scrubDeep(body, secretsOf(request)) as Record<string, unknown> };
     } catch (e) {
       const metadata = errorMetadata(e, secretsOf(request));

@@ -30,7 +30,6 @@ interface Target {
 const REFUSED_LOGIN = new Set([1044, 1045, 1862, 3118, 4151]);
 const ER_CANNOT_USER = 1396; // CREATE USER of an existing / DROP USER of a missing account
 const ER_NO_SUCH_THREAD = 1094;
-const ER_NONEXISTING_GRANT = 1141; // SHOW GRANTS for a missing account
 const RETRYABLE = new Set([1205, 1213, 1040]); // lock wait timeout, deadlock, too many connections
 
 const errnoOf = (e: unknown) => (e as { errno?: unknown }).errno;
@@ -170,12 +169,13 @@ export const mysqlEngine: Engine = {
     }),
 
   // MySQL has no login expiry (Rotor's revocation ends the lease): renewing only checks the user is still there.
+  // SHOW GRANTS FOR another account needs SELECT on `mysql`.*; a no-op ALTER USER needs only CREATE USER, which the managing user has.
   renewUser: (body) =>
     asManager(body, async (c) => {
       try {
-        await c.query(`SHOW GRANTS FOR ${anyHost(body.username)}`);
+        await c.query(`ALTER USER ${anyHost(body.username)} ACCOUNT UNLOCK`);
       } catch (e) {
-        if (errnoOf(e) === ER_NONEXISTING_GRANT) throw new AgentError("user_not_found", `user ${JSON.stringify(body.username)} does not exist`);
+        if (errnoOf(e) === ER_CANNOT_USER) throw new AgentError("user_not_found", `user ${JSON.stringify(body.username)} does not exist`);
         throw e;
       }
       return { type: "renewed" } as const;

@@ -95,6 +95,14 @@ async function passwordLiteral(c: pg.Client, password: string): Promise<string> 
   return pg.escapeLiteral(`SCRAM-SHA-256$${iterations}:${b64(salt)}$${b64(storedKey)}:${b64(serverKey)}`);
 }
 
+/**
+ * Leases of one recipe grant on the same objects: two transactions changing one object's ACL
+ * at once make PostgreSQL fail one with "tuple concurrently updated" (XX000, not retryable by
+ * code). Grants and DROP OWNED (which revokes) take this transaction-scoped lock first.
+ */
+const GRANT_LOCK = 0x526f746f; // "Roto"
+const lockGrants = (c: pg.Client) => c.query("SELECT pg_advisory_xact_lock($1)", [GRANT_LOCK]);
+
 const isPg = (e: unknown, code: string) => e instanceof pg.DatabaseError && e.code === code;
 const ident = (name: string) => pg.escapeIdentifier(name);
 
@@ -118,6 +126,7 @@ export const postgresEngine: Engine = {
       // One transaction: a failed grant leaves no half-made user behind.
       await c.query("BEGIN");
       try {
+        await lockGrants(c);
         await c.query(
           `CREATE ROLE ${ident(username)} LOGIN PASSWORD ${await passwordLiteral(c, password)} VALID UNTIL ${pg.escapeLiteral(body.expiresAt)}`,
         );
@@ -143,6 +152,10 @@ export const postgresEngine: Engine = {
       const exists = await c.query("SELECT 1 FROM pg_roles WHERE rolname = $1", [body.username]);
       if (exists.rowCount === 0) return gone;
       try {
+        // Ending its sessions and REASSIGN both need membership in the role: a non-superuser
+        // managing user (RDS, CREATEROLE) grants it to itself first. It goes with the role.
+        const member = await c.query<{ has: boolean }>("SELECT pg_has_role(current_user, $1, 'USAGE') AS has", [body.username]);
+        if (!member.rows[0]?.has) await c.query(`GRANT ${role} TO CURRENT_USER`);
         // Outside the transaction, so no new session can start while we end the open ones.
         await c.query(`ALTER ROLE ${role} NOLOGIN`);
         const { rows } = await c.query<{ n: number }>(
@@ -150,9 +163,7 @@ export const postgresEngine: Engine = {
           [body.username],
         );
         await c.query("BEGIN");
-        // REASSIGN needs the role's privileges: a non-superuser managing user (RDS, CREATEROLE) grants them itself.
-        const member = await c.query<{ has: boolean }>("SELECT pg_has_role(current_user, $1, 'USAGE') AS has", [body.username]);
-        if (!member.rows[0]?.has) await c.query(`GRANT ${role} TO CURRENT_USER`);
+        await lockGrants(c);
         await c.query(`REASSIGN OWNED BY ${role} TO CURRENT_USER`);
         await c.query(`DROP OWNED BY ${role}`);
         await c.query(`DROP ROLE IF EXISTS ${role}`);
