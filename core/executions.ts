@@ -1,5 +1,6 @@
 import type { Deps } from "./context.ts";
 import { notFound } from "./errors.ts";
+import type { Item } from "./store/table.ts";
 import type { SecretRef } from "./rotation/model.ts";
 
 /**
@@ -39,6 +40,7 @@ export interface ExecutionReader {
   history(id: string): Promise<HistoryEvent[]>;
 }
 
+const HISTORY_FLUSH_MS = 1000;
 const metaKey = (id: string) => ({ pk: `EXEC#${id}`, sk: "META" });
 const listPk = (ref?: ExecutionInfo["ref"]) => (ref && "name" in ref ? `EXECS#${ref.project}#${ref.config}#${ref.name}` : "EXECS#OTHER");
 
@@ -47,13 +49,50 @@ export class TableExecutions implements ExecutionReader {
 
   async save(info: ExecutionInfo) {
     const { table } = this.deps;
-    await table.put({ ...metaKey(info.id), kind: "execution", ...info });
-    await table.put({ pk: listPk(info.ref), sk: `${info.startedAt}#${info.id}`, kind: "execution-index", ...info });
-    await table.put({ pk: "EXECS#ALL", sk: `${info.startedAt}#${info.id}`, kind: "execution-index", ...info });
+    await Promise.all([
+      table.put({ ...metaKey(info.id), kind: "execution", ...info }),
+      table.put({ pk: listPk(info.ref), sk: `${info.startedAt}#${info.id}`, kind: "execution-index", ...info }),
+      table.put({ pk: "EXECS#ALL", sk: `${info.startedAt}#${info.id}`, kind: "execution-index", ...info }),
+    ]);
   }
 
-  async appendEvent(executionId: string, event: HistoryEvent) {
-    await this.deps.table.put({ pk: `EXEC#${executionId}`, sk: `EV#${String(event.id).padStart(6, "0")}`, kind: "execution-event", ...event });
+  /**
+   * History events are buffered and written in batches: one write per event would double a
+   * flip's table traffic, and history is a record of what ran, not state a re-run needs (the
+   * rotated item is). A flush timer keeps a long run's history (a lease waiting for days)
+   * visible as it goes; the runner flushes when a run ends.
+   */
+  private readonly buffered = new Map<string, { items: Item[]; timer: NodeJS.Timeout; flushed: Promise<void>; resolve: () => void; reject: (e: unknown) => void }>();
+
+  appendEvent(executionId: string, event: HistoryEvent): Promise<void> {
+    let entry = this.buffered.get(executionId);
+    if (!entry) {
+      let resolve!: () => void;
+      let reject!: (e: unknown) => void;
+      const flushed = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)));
+      flushed.catch(() => {}); // the runner observes failures through flush()
+      const timer = setTimeout(() => void this.flush(executionId), HISTORY_FLUSH_MS);
+      timer.unref();
+      entry = { items: [], timer, flushed, resolve, reject };
+      this.buffered.set(executionId, entry);
+    }
+    entry.items.push({ pk: `EXEC#${executionId}`, sk: `EV#${String(event.id).padStart(6, "0")}`, kind: "execution-event", ...event });
+    return entry.flushed;
+  }
+
+  /** Writes the buffered events of one execution now. */
+  async flush(executionId: string): Promise<void> {
+    const entry = this.buffered.get(executionId);
+    if (!entry) return;
+    this.buffered.delete(executionId);
+    clearTimeout(entry.timer);
+    try {
+      await this.deps.table.batchPut(entry.items);
+      entry.resolve();
+    } catch (e) {
+      entry.reject(e);
+      throw e;
+    }
   }
 
   async find(id: string): Promise<ExecutionInfo | undefined> {

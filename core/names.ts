@@ -1,4 +1,5 @@
-import { z } from "zod";
+// The OpenAPI-extended zod: schemas built here get `.openapi()` whatever module loads first.
+import { z } from "@hono/zod-openapi";
 
 /** Project and config names: lowercase slugs, so they can never contain the '#' of a key. */
 export const slugSchema = z

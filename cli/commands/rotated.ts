@@ -20,6 +20,14 @@ async function readStdinText(): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
+function readSpecFile(path: string): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (e) {
+    throw new CliError(`cannot read ${path}: ${(e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message}`, 2);
+  }
+}
+
 function parseSpec(text: string, source: string): Record<string, unknown> {
   try {
     return JSON.parse(text) as Record<string, unknown>;
@@ -53,7 +61,7 @@ export function registerRotated(program: Command) {
     .requiredOption("--file <path>", "spec file, or - for standard input")
     .option("--schedule <expression>", 'AWS Scheduler syntax: "rate(12 hours)" or "cron(0 8 ? * MON-FRI *)"')
     .action(async (opts: { file: string; schedule?: string }, cmd: Command) => {
-      const spec = parseSpec(opts.file === "-" ? await readStdinText() : readFileSync(opts.file, "utf8"), opts.file === "-" ? "standard input" : opts.file);
+      const spec = parseSpec(opts.file === "-" ? await readStdinText() : readSpecFile(opts.file), opts.file === "-" ? "standard input" : opts.file);
       const flags = cmd.optsWithGlobals() as { project?: string; config?: string };
       const body = {
         ...spec,

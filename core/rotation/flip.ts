@@ -2,6 +2,7 @@ import { recordActivity } from "../activity.ts";
 import { AgentCallError } from "../agents/client.ts";
 import { rotationProvider } from "../providers/index.ts";
 import type { Target } from "../providers/types.ts";
+import { isRotorError } from "../errors.ts";
 import { ConditionFailed } from "../store/table.ts";
 import { notifyProject } from "./notify.ts";
 import {
@@ -37,10 +38,20 @@ export interface StepInput {
   token: string;
 }
 
+/** The item a flip works on; a secret deleted under a running flip ends that flip (Skipped), it is no failure. */
+async function loadForFlip(deps: RotationDeps, ref: SecretRef): Promise<RotatedItem> {
+  try {
+    return await loadRotated(deps, ref);
+  } catch (e) {
+    if (isRotorError(e) && e.status === 404) throw new FlipError("FlipLost", "the rotated secret was deleted");
+    throw e;
+  }
+}
+
 /** Read, change, conditional put; re-reads when another writer got in between. */
 async function mutate(deps: RotationDeps, ref: SecretRef, change: (item: RotatedItem) => Promise<RotatedItem | undefined> | RotatedItem | undefined) {
   for (let attempt = 0; ; attempt++) {
-    const item = await loadRotated(deps, ref);
+    const item = await loadForFlip(deps, ref);
     const after = await change(item);
     if (!after) return item;
     try {
@@ -99,19 +110,16 @@ export async function createSecret(deps: RotationDeps, input: StepInput & { forc
 
 /** Step 2: make the target hold PENDING. The agent first proves the stored value still works. */
 export async function setSecret(deps: RotationDeps, input: StepInput) {
-  const item = await loadRotated(deps, input.ref);
+  const item = await loadForFlip(deps, input.ref);
   const flip = flipOf(item, input.token);
   if (!flip) return { phase: "done" as const };
   const provider = rotationProvider(item.provider);
   const ref = refOf(item);
   const username = item.instances[flip.target].username;
+  const target = await targetOf(deps, item);
+  const pending = await deps.envelope.open(flip.pending, sealBinding(ref, flip.target, flip.pendingVersion));
   try {
-    const result = await provider.apply(deps.agents, {
-      target: await targetOf(deps, item),
-      username,
-      current: (await openInstance(deps, item, flip.target))!,
-      pending: await deps.envelope.open(flip.pending, sealBinding(ref, flip.target, flip.pendingVersion)),
-    });
+    const result = await provider.apply(deps.agents, { target, username, current: (await openInstance(deps, item, flip.target))!, pending });
     return { phase: "set" as const, result };
   } catch (e) {
     if (!(e instanceof AgentCallError)) throw e;
@@ -119,6 +127,17 @@ export async function setSecret(deps: RotationDeps, input: StepInput) {
       throw new FlipError("ExternalChange", `the stored password of '${username}' no longer works: it was changed outside Rotor`);
     }
     if (e.agentCode === "database_error") {
+      // An error does not prove the value was refused (the change may have committed before
+      // the answer got lost): replacing a value the target holds would leave it holding one
+      // Rotor no longer has. So first ask the target whether PENDING logs in.
+      const applied = await provider.test(deps.agents, target, [{ username, password: pending }]).then(
+        (r) => r.valid,
+        (probe) => {
+          if (probe instanceof AgentCallError) throw new FlipError("Retryable", `could not check what '${username}' holds: ${probe.message}`);
+          throw probe;
+        },
+      );
+      if (applied) return { phase: "set" as const, result: "already_applied" as const };
       // The target refused this value (a password policy, say). Never retry the same one:
       // store a fresh PENDING first, then let the workflow retry with it.
       await mutate(deps, input.ref, async (current) => {
@@ -134,7 +153,7 @@ export async function setSecret(deps: RotationDeps, input: StepInput) {
 
 /** Step 3: the new value logs in. */
 export async function testSecret(deps: RotationDeps, input: StepInput) {
-  const item = await loadRotated(deps, input.ref);
+  const item = await loadForFlip(deps, input.ref);
   const flip = flipOf(item, input.token);
   if (!flip) return { phase: "done" as const };
   const username = item.instances[flip.target].username;
@@ -206,15 +225,22 @@ const clip = (s: string | undefined, n = 300) => (s ?? "").slice(0, n);
 /** Failure path: count it, decide whether to email, and how long to back off (capped exponential). */
 export async function recordFailure(deps: RotationDeps, input: StepInput & { error: StepError }) {
   const now = deps.now().toISOString();
-  const saved = await mutate(deps, input.ref, (item) => {
-    const failureCount = item.failureCount + 1;
-    return {
-      ...item,
-      failureCount,
-      state: failureCount >= deps.settings.failureThreshold ? "failed" : "retrying",
-      lastError: { code: input.error.Error, message: clip(input.error.Cause), at: now },
-    };
-  });
+  let saved: RotatedItem;
+  try {
+    saved = await mutate(deps, input.ref, (item) => {
+      const failureCount = item.failureCount + 1;
+      return {
+        ...item,
+        failureCount,
+        state: failureCount >= deps.settings.failureThreshold ? "failed" : "retrying",
+        lastError: { code: input.error.Error, message: clip(input.error.Cause), at: now },
+      };
+    });
+  } catch (e) {
+    // Deleted while failing: no count, no email, no wait; CreateSecret then ends the flip as Skipped.
+    if (e instanceof FlipError && e.name === "FlipLost") return { failureCount: 0, notify: false, waitSeconds: 0 };
+    throw e;
+  }
   const n = saved.failureCount;
   const threshold = deps.settings.failureThreshold;
   await recordActivity(deps, {

@@ -2,7 +2,6 @@ import { z } from "zod";
 import { recordActivity } from "../activity.ts";
 import { AgentCallError, AgentSpecSchema } from "../agents/client.ts";
 import { conflict, RotorError } from "../errors.ts";
-import { newId } from "../ids.ts";
 import { secretNameSchema, slugSchema } from "../names.ts";
 import { requireConfig } from "../projects.ts";
 import { rotationProvider, rotationProviders } from "../providers/index.ts";
@@ -11,6 +10,7 @@ import { configPk } from "../secrets/static.ts";
 import type { Contributor } from "../secrets/read.ts";
 import { ConditionFailed } from "../store/table.ts";
 import {
+  flipExecutionName,
   loadRotated,
   openInstance,
   refOf,
@@ -168,7 +168,9 @@ export async function getRotated(deps: RotationDeps, ref: SecretRef) {
 
 export async function deleteRotated(deps: RotationDeps, actor: string, ref: SecretRef) {
   const item = await loadRotated(deps, ref);
-  if (item.flip) throw conflict(`a flip of ${ref.name} is running (${item.flip.token}); wait for it to end`);
+  // A failing flip may retry for as long as its target is gone (a decommissioned database):
+  // deleting must still stop it. Its next step finds the secret gone and ends as Skipped.
+  if (item.flip && item.failureCount === 0) throw conflict(`a flip of ${ref.name} is running (${item.flip.token}); wait for it to end`);
   try {
     await deps.table.delete(item.pk, item.sk, "rev = :rev", { ":rev": item.rev });
   } catch (e) {
@@ -184,7 +186,7 @@ export async function rotateNow(deps: RotationDeps, ref: SecretRef) {
   const item = await loadRotated(deps, ref);
   if (item.state === "paused") throw conflict(`rotation of ${ref.name} is paused: resume it first`);
   if (item.flip) throw conflict(`a flip of ${ref.name} is already running (execution ${item.flip.executionId ?? item.flip.token})`);
-  return deps.workflows.start("rotate", newId("rot"), { ref, force: true });
+  return deps.workflows.start("rotate", flipExecutionName(item), { ref, force: true });
 }
 
 /** Resume after a pause, optionally with the values the target holds now. */

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { AgentClient, AgentSpec } from "../agents/client.ts";
 import type { Deps } from "../context.ts";
 import { bindingFor, type SealedValue } from "../crypto/envelope.ts";
@@ -106,6 +107,18 @@ export const sealBinding = (ref: SecretRef, slot: Slot, version: number) =>
   bindingFor({ purpose: "rotated", project: ref.project, config: ref.config, name: ref.name, slot: String(slot), version });
 
 export const refOf = (item: RotatedItem): SecretRef => ({ project: item.project, config: item.config, name: item.name });
+
+/**
+ * The name of the execution that flips this item next. Whoever starts a flip from the same
+ * read of the item (parallel "rotate now" requests, a poller tick) names the same execution,
+ * and the workflow engine runs a name once: the callers share one execution id instead of
+ * racing several executions into one flip and skips. The revision changes with every write,
+ * so the next flip gets a new name; createdAt tells a re-created secret from the deleted one.
+ */
+export function flipExecutionName(item: RotatedItem): string {
+  const secret = createHash("sha256").update(JSON.stringify([item.project, item.config, item.name, item.createdAt])).digest("hex").slice(0, 20);
+  return `rot-${secret}-${item.rev}`;
+}
 
 export async function loadRotated(deps: Deps, ref: SecretRef): Promise<RotatedItem> {
   const key = rotatedKey(ref);

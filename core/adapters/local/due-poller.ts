@@ -1,5 +1,4 @@
-import { newId } from "../../ids.ts";
-import { ROTATION_DUE, refOf, type RotatedItem, type RotationDeps, type RotationScheduler } from "../../rotation/model.ts";
+import { flipExecutionName, ROTATION_DUE, refOf, type RotatedItem, type RotationDeps, type RotationScheduler } from "../../rotation/model.ts";
 import type { LocalStepFunctions } from "./step-functions.ts";
 
 /** Embedded scheduling needs no per-secret schedule: the poller reads the due index. */
@@ -11,8 +10,9 @@ export class IndexScheduler implements RotationScheduler {
 /**
  * The embedded scheduler: every tick, starts a flip for each rotated secret whose next
  * flip is due, and re-runs (same execution name, same token) any flip left in flight by
- * a process that died. A duplicate start is harmless: the flip's conditional write lets
- * one win and the other ends as Skipped.
+ * a process that died. It names a new flip as "rotate now" does (flipExecutionName), so a
+ * tick racing a request joins the request's execution; any other duplicate start is
+ * harmless: the flip's conditional write lets one win and the other ends as Skipped.
  */
 export class DuePoller {
   private timer?: NodeJS.Timeout;
@@ -50,7 +50,7 @@ export class DuePoller {
           await this.runner.start("rotate", item.flip.token, { ref, force: true });
         } else {
           if (this.runner.isRunningFor(ref)) continue;
-          await this.runner.start("rotate", newId("rot"), { ref, force: false });
+          await this.runner.start("rotate", flipExecutionName(item), { ref, force: false });
         }
         started++;
       }

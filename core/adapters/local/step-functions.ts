@@ -56,6 +56,7 @@ interface Compiled {
 export class LocalStepFunctions implements WorkflowStarter {
   private readonly compiled = new Map<string, Compiled>();
   private readonly running = new Map<string, { abort: () => void; done: Promise<ExecutionStatus>; refKey?: string }>();
+  private readonly starting = new Map<string, Promise<{ executionId: string }>>();
   private deps?: RotationDeps;
   private stopped = false;
 
@@ -98,14 +99,29 @@ export class LocalStepFunctions implements WorkflowStarter {
     if (!compiled) throw new Error(`no state machine '${machineName}'`);
     const executionId = name;
     if (this.running.has(executionId)) return { executionId };
+    // Two starts of one name in the same tick would both miss `running` across the awaits
+    // below and run the execution twice: the second joins the first's start instead.
+    const starting = this.starting.get(executionId);
+    if (starting) return starting;
+    const started = this.launch(compiled, machineName, executionId, input).finally(() => this.starting.delete(executionId));
+    this.starting.set(executionId, started);
+    return started;
+  }
+
+  private async launch(compiled: Compiled, machineName: string, executionId: string, input: Record<string, unknown>) {
+    const name = executionId;
     const previous = await this.executions.find(executionId);
     if (previous && previous.status !== "RUNNING" && previous.status !== "ABORTED") return { executionId };
+    if (this.stopped) throw new Error("the workflow runner is stopped");
 
-    const startedAt = new Date().toISOString();
+    // A re-run of an unfinished name is the same execution: it keeps its start time (one
+    // entry in the lists) and its history goes on after the events already stored.
+    const startedAt = previous?.startedAt ?? new Date().toISOString();
+    const firstEvent = previous ? (await this.executions.history(executionId)).length : 0;
     const info = { id: executionId, name, machine: machineName, status: "RUNNING" as const, startedAt, ref: input.ref as never };
     await this.executions.save(info);
     const handle = { abort: () => {} };
-    const done = this.run(compiled, info, input, handle);
+    const done = this.run(compiled, info, input, handle, firstEvent);
     const ref = input.ref as { project?: string; config?: string; name?: string } | undefined;
     const refKey = ref?.name ? JSON.stringify([ref.project, ref.config, ref.name]) : undefined;
     this.running.set(executionId, { abort: () => handle.abort(), done, refKey });
@@ -118,6 +134,7 @@ export class LocalStepFunctions implements WorkflowStarter {
     info: { id: string; name: string; machine: string; startedAt: string; ref?: never },
     input: Record<string, unknown>,
     handle: { abort: () => void },
+    firstEvent: number,
   ): Promise<ExecutionStatus> {
     await Promise.resolve(); // let start() register the run first
     const deps = this.deps;
@@ -168,7 +185,7 @@ export class LocalStepFunctions implements WorkflowStarter {
     } as never);
     handle.abort = () => execution.abort();
 
-    let seq = 0;
+    let seq = firstEvent;
     const writes: Promise<unknown>[] = [];
     const logging = (async () => {
       for await (const ev of execution.eventLogs as AsyncIterable<Record<string, unknown>>) {
@@ -188,6 +205,7 @@ export class LocalStepFunctions implements WorkflowStarter {
       cause = (e as Error).message;
     }
     await logging.catch(() => undefined);
+    await this.executions.flush(info.id).catch((e) => console.error(`execution ${info.id}: history not saved: ${(e as Error).message}`));
     await Promise.allSettled(writes);
     if (crashed || this.stopped) status = "ABORTED"; // a process death: the flip stays in flight, to be re-run
     await this.executions.save({ ...info, status, stoppedAt: new Date().toISOString(), error, cause });
@@ -197,6 +215,7 @@ export class LocalStepFunctions implements WorkflowStarter {
   /** Stops every run (process shutdown). Their flips stay in flight and are re-run on the next start. */
   async stop() {
     this.stopped = true;
+    await Promise.allSettled([...this.starting.values()]); // a start under way registers its run first
     for (const run of this.running.values()) run.abort();
     await Promise.allSettled([...this.running.values()].map((r) => r.done));
   }
