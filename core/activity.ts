@@ -42,8 +42,7 @@ export async function recordActivity(
     event.at = entrySk.slice(0, entrySk.indexOf("#"));
   }
   const item: Item = { pk: ACTIVITY_PK, sk: entrySk, ...event, kind: "activity" };
-  await deps.table.putIfAbsent(item);
-  if (event.project) await deps.table.putIfAbsent({ ...item, pk: projectActivityPk(event.project) });
+  await Promise.all([deps.table.putIfAbsent(item), event.project ? deps.table.putIfAbsent({ ...item, pk: projectActivityPk(event.project) }) : undefined]);
   if (!published) {
     await deps.events.publish(event);
     await deps.table.update(marker.pk, marker.sk, { expression: "SET published = :t", values: { ":t": true } });

@@ -1,9 +1,8 @@
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
-import { serve, type ServerType } from "@hono/node-server";
-import type { AddressInfo } from "node:net";
 import { createApi } from "../core/api/app.ts";
+import { serveApi } from "./server.ts";
 import { createToken } from "../core/auth/tokens.ts";
 import type { Deps } from "../core/context.ts";
 import type { RotationDeps } from "../core/rotation/model.ts";
@@ -84,12 +83,8 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<Embedded> {
 
   const rotation = await wireRotation(deps, dataDir, opts.rotation ?? {});
   const app = createApi(rotation.deps, [...rotation.routes, registerWebhookRoutes]);
-  const server: ServerType = await new Promise((resolveServer, reject) => {
-    const s = serve({ fetch: app.fetch, port: opts.port, hostname: opts.host ?? "127.0.0.1" }, () => resolveServer(s));
-    s.once("error", reject);
-  });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://${opts.host ?? "127.0.0.1"}:${port}`;
+  const server = await serveApi(app, { port: opts.port, host: opts.host });
+  const url = server.url;
 
   rotation.poller.start();
   rotation.reconciler.start();
@@ -111,10 +106,7 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<Embedded> {
       await rotation.runner.stop();
       // Before the table goes: in-flight deliveries still log their (aborted) attempt.
       await webhooks.stop();
-      await new Promise<void>((r) => {
-        server.close(() => r());
-        (server as { closeAllConnections?: () => void }).closeAllConnections?.();
-      });
+      await server.close();
       client.destroy();
       await dynamo?.stop();
     },

@@ -3,6 +3,15 @@ import type { AgentResponse, ResultOf, UnsignedRequest } from "../agent-protocol
 import { AgentResponseSchema } from "../agent-protocol/schemas.ts";
 import { RotorError } from "../errors.ts";
 
+/**
+ * Roles Rotor assumes in a customer's account. Rotor's own policy allows sts:AssumeRole only
+ * on `role/Rotor*` (no path) with an ExternalId, so any other name would fail at the first
+ * call: refuse it when the secret is created instead.
+ */
+export const RotorRoleArnSchema = z
+  .string()
+  .regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/Rotor[\w+=,.@-]*$/, "roleArn must be an IAM role ARN whose name starts with Rotor (no path): Rotor may assume only such roles");
+
 /** Where an agent lives. In cloud mode Rotor never connects to a customer's database itself. */
 export const AgentSpecSchema = z.discriminatedUnion("transport", [
   z.object({ transport: z.literal("local") }),
@@ -10,7 +19,7 @@ export const AgentSpecSchema = z.discriminatedUnion("transport", [
   z.object({
     transport: z.literal("lambda"),
     functionArn: z.string().regex(/^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:Rotor_[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$/, "functionArn must name a Lambda function whose name starts with Rotor_"),
-    roleArn: z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@\/-]+$/, "roleArn must be an IAM role ARN"),
+    roleArn: RotorRoleArnSchema,
     region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d$/, "region must be an AWS region like us-east-1"),
   }),
 ]);

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { recordActivity } from "../activity.ts";
-import { AgentCallError, AgentSpecSchema } from "../agents/client.ts";
+import { AgentCallError, AgentSpecSchema, RotorRoleArnSchema } from "../agents/client.ts";
 import { conflict, isRotorError, notFound, RotorError } from "../errors.ts";
 import { secretNameSchema, slugSchema } from "../names.ts";
 import { requireConfig } from "../projects.ts";
@@ -53,7 +53,7 @@ export const CreateDynamicSchema = z
       provider: z.literal("aws-iam-user"),
       integration: z.discriminatedUnion("type", [
         z.object({ type: z.literal("accessKey"), accessKeyId: z.string().min(16).max(128), secretAccessKey: z.string().min(16).max(256), region: z.string().optional() }),
-        z.object({ type: z.literal("assumeRole"), roleArn: z.string().regex(/^arn:aws[a-z-]*:iam::\d{12}:role\/[\w+=,.@\/-]+$/, "roleArn must be an IAM role ARN"), externalId: z.string().min(2).max(1224), region: z.string().optional() }),
+        z.object({ type: z.literal("assumeRole"), roleArn: RotorRoleArnSchema, externalId: z.string().min(2).max(1224), region: z.string().optional() }),
       ]),
       policy: policyText,
     }),

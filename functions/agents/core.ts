@@ -47,7 +47,8 @@ export interface AgentOptions {
    * (after their signature was checked, so waiting never ages them past the clock skew).
    * A long-lived agent serving many leases (embedded mode, the HTTP transport) would
    * otherwise open one connection per expiring lease at the same instant and exhaust the
-   * database's connection limit. Default: no limit (a Lambda handles one request anyway).
+   * database's connection limit. Default: `ROTOR_AGENT_MAX_CONCURRENCY`, else 16 (a
+   * Lambda instance handles one request at a time anyway).
    */
   maxConcurrent?: number;
 }
@@ -84,6 +85,17 @@ export interface Agent {
 const MAX_MESSAGE = 300;
 const MAX_HTTP_BODY = 256 * 1024;
 
+export const DEFAULT_AGENT_CONCURRENCY = 16;
+
+/** `ROTOR_AGENT_MAX_CONCURRENCY`: a positive whole number; anything else is a startup error, not a silent default. */
+export function maxConcurrencyFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.ROTOR_AGENT_MAX_CONCURRENCY;
+  if (raw === undefined || raw === "") return DEFAULT_AGENT_CONCURRENCY;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new AgentError("agent_misconfigured", `ROTOR_AGENT_MAX_CONCURRENCY must be a positive whole number, got '${raw.slice(0, 20)}'`);
+  return n;
+}
+
 export function jwksFromEnv(env: NodeJS.ProcessEnv = process.env): JwksInput {
   if (env.ROTOR_JWKS) {
     try {
@@ -100,7 +112,7 @@ export function createAgent(engine: Engine, options: AgentOptions = {}): Agent {
   const now = options.now ?? (() => new Date());
   const log = options.log ?? ((line: string) => console.error(line));
   let resolver: KeyResolver | undefined; // built once: a remote JWKS keeps its cache between calls
-  const limit = limiter(options.maxConcurrent);
+  const limit = limiter(options.maxConcurrent ?? maxConcurrencyFromEnv());
 
   async function handle(compactJws: string): Promise<AgentResponse> {
     let request: AgentRequest | undefined;

@@ -13,7 +13,7 @@ import {
 } from "../../core/agent-protocol/keys.ts";
 import type { AgentResponse, UnsignedRequest } from "../../core/agent-protocol/schemas.ts";
 import { AgentError, verifyRequest } from "../../core/agent-protocol/verify.ts";
-import { createAgent, jwksFromEnv, scrub, serve, type Engine } from "../../functions/agents/core.ts";
+import { createAgent, DEFAULT_AGENT_CONCURRENCY, jwksFromEnv, maxConcurrencyFromEnv, scrub, serve, type Engine } from "../../functions/agents/core.ts";
 
 const target = { host: "db.internal", port: 5432, database: "app" };
 const update: UnsignedRequest = {
@@ -253,6 +253,37 @@ describe("agent core", () => {
       expect(response).toMatchObject({ status: "error", metadata: { code: "agent_misconfigured" } });
     } finally {
       process.env = saved;
+    }
+  });
+
+  it("talks to the database at most ROTOR_AGENT_MAX_CONCURRENCY (default 16) requests at a time", async () => {
+    expect(maxConcurrencyFromEnv({})).toBe(DEFAULT_AGENT_CONCURRENCY);
+    expect(DEFAULT_AGENT_CONCURRENCY).toBe(16);
+    expect(maxConcurrencyFromEnv({ ROTOR_AGENT_MAX_CONCURRENCY: "3" })).toBe(3);
+    for (const bad of ["0", "-1", "2.5", "many"]) expect(() => maxConcurrencyFromEnv({ ROTOR_AGENT_MAX_CONCURRENCY: bad })).toThrow(/positive whole number/);
+
+    let active = 0;
+    let peak = 0;
+    const slow = {
+      ...fakeEngine(),
+      updateCredential: async () => {
+        peak = Math.max(peak, ++active);
+        await new Promise((r) => setTimeout(r, 20));
+        active--;
+        return { type: "updated" as const };
+      },
+    };
+    const saved = process.env.ROTOR_AGENT_MAX_CONCURRENCY;
+    process.env.ROTOR_AGENT_MAX_CONCURRENCY = "3";
+    try {
+      const agent = createAgent(slow, { jwks });
+      const requests = await Promise.all(Array.from({ length: 10 }, () => signRequest(key.privateKey, key.kid, update)));
+      const responses = await Promise.all(requests.map((jws) => agent.handle(jws)));
+      expect(responses.every((r) => r.status === "ok")).toBe(true);
+      expect(peak).toBe(3);
+    } finally {
+      if (saved === undefined) delete process.env.ROTOR_AGENT_MAX_CONCURRENCY;
+      else process.env.ROTOR_AGENT_MAX_CONCURRENCY = saved;
     }
   });
 

@@ -33,7 +33,7 @@ const TEMP_TOKEN = "assumed-SESSION-TOKEN-FwoGZXIvYXdzEXAMPLE";
 const accessKeyIntegration = { type: "accessKey", accessKeyId: "AKIAINTEGRATION00001", secretAccessKey: INTEGRATION_SECRET } satisfies AwsIntegration;
 const roleIntegration: AwsIntegration = {
   type: "assumeRole",
-  roleArn: `arn:aws:iam::${ACCOUNT}:role/rotor-integration`,
+  roleArn: `arn:aws:iam::${ACCOUNT}:role/RotorIntegration`,
   externalId: "rotor-ext-7f3a",
   region: "eu-west-1",
 };
@@ -214,7 +214,7 @@ function installFake() {
   stsMock.on(AssumeRoleCommand).callsFake(
     handler("AssumeRole", () => ({
       Credentials: { AccessKeyId: "ASIATEMPORARY0000001", SecretAccessKey: TEMP_SECRET, SessionToken: TEMP_TOKEN, Expiration: new Date(Date.now() + 900_000) },
-      AssumedRoleUser: { Arn: `arn:aws:sts::${ACCOUNT}:assumed-role/rotor-integration/rotor-dynamic`, AssumedRoleId: "AROA:rotor-dynamic" },
+      AssumedRoleUser: { Arn: `arn:aws:sts::${ACCOUNT}:assumed-role/RotorIntegration/rotor-dynamic`, AssumedRoleId: "AROA:rotor-dynamic" },
     })),
   );
   let newKeyCalls = 0;
@@ -222,7 +222,7 @@ function installFake() {
     handler("GetCallerIdentity", async (_i, getClient) => {
       const c = await credentialsOf(getClient);
       if (c.accessKeyId === accessKeyIntegration.accessKeyId) return { Account: ACCOUNT, Arn: `arn:aws:iam::${ACCOUNT}:user/rotor-integration`, UserId: "AIDAINTEGRATION" };
-      if (c.accessKeyId.startsWith("ASIA")) return { Account: ACCOUNT, Arn: `arn:aws:sts::${ACCOUNT}:assumed-role/rotor-integration/rotor-dynamic`, UserId: "AROA:rotor-dynamic" };
+      if (c.accessKeyId.startsWith("ASIA")) return { Account: ACCOUNT, Arn: `arn:aws:sts::${ACCOUNT}:assumed-role/RotorIntegration/rotor-dynamic`, UserId: "AROA:rotor-dynamic" };
       for (const [name, u] of users)
         if (u.keys.some((k) => k.id === c.accessKeyId && k.secret === c.secretAccessKey)) {
           if (newKeyCalls++ < keyFailures) throw invalidToken();
@@ -347,7 +347,7 @@ describe("aws-iam-user: check", () => {
     await provider().check(ctxFor(roleIntegration));
     expect(log).toEqual(["AssumeRole", "GetCallerIdentity"]);
     expect(inputs(stsMock, AssumeRoleCommand)).toEqual([
-      { RoleArn: `arn:aws:iam::${ACCOUNT}:role/rotor-integration`, RoleSessionName: "rotor-dynamic", ExternalId: "rotor-ext-7f3a", DurationSeconds: 900 },
+      { RoleArn: `arn:aws:iam::${ACCOUNT}:role/RotorIntegration`, RoleSessionName: "rotor-dynamic", ExternalId: "rotor-ext-7f3a", DurationSeconds: 900 },
     ]);
     expect(built[0]).toEqual({ service: "sts", region: "eu-west-1", credentials: undefined });
     expect(built[1]).toMatchObject({ service: "sts", region: "eu-west-1", credentials: { accessKeyId: "ASIATEMPORARY0000001", secretAccessKey: TEMP_SECRET, sessionToken: TEMP_TOKEN } });
@@ -373,7 +373,7 @@ describe("aws-iam-user: check", () => {
     fail.AssumeRole = () => awsError("AccessDenied", 403, "User is not authorized to perform: sts:AssumeRole");
     const e = await rejection(provider().check(ctxFor(roleIntegration)));
     expect(e).toMatchObject({ code: "integration_invalid", status: 422, retryable: false });
-    expect(e.message).toContain("rotor-integration");
+    expect(e.message).toContain("RotorIntegration");
     expect(e.message).toContain("AccessDenied");
     expect(log).toEqual(["AssumeRole"]);
   });
