@@ -1,15 +1,10 @@
 import type { Command } from "commander";
+import type { Webhook as WebhookModel } from "../../core/webhooks/model.ts";
 import { CliError } from "../client.ts";
 import { clientFor, print, printJson, printTable, projectOf, type GlobalFlags } from "../context.ts";
 
-interface Webhook {
-  id: string;
-  project: string;
-  url: string;
-  events: string[];
-  config?: string;
-  createdAt: string;
-}
+// The API's view of a webhook (its secret is never in it after creation).
+type Webhook = Omit<WebhookModel, "createdBy">;
 
 const show = (w: Webhook) => ({ ...w, events: w.events.length ? w.events.join(",") : "all", config: w.config ?? "all" });
 
