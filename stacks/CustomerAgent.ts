@@ -70,7 +70,14 @@ export class CustomerAgent extends Construct {
       code: { s3Bucket: props.code.bucket, s3Key: props.code.key },
       timeout: 30,
       memorySize: 256,
-      environment: { variables: { ROTOR_JWKS_URL: props.jwksUrl } },
+      environment: {
+        variables: {
+          ROTOR_JWKS_URL: props.jwksUrl,
+          // Amazon's CAs (RDS and Aurora included) ship with the runtime but are not trusted by
+          // default on Node 20: without this, `ssl: true` to RDS fails certificate checks.
+          NODE_EXTRA_CA_CERTS: "/var/runtime/ca-cert.pem",
+        },
+      },
       vpcConfig: { subnetIds: props.subnetIds, securityGroupIds: props.securityGroupIds },
       loggingConfig: { logGroup: logGroup.ref },
     });

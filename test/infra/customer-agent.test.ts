@@ -69,7 +69,7 @@ describe("customer agent template", () => {
     expect(f.Properties).toMatchObject({ Runtime: "nodejs20.x", Architectures: ["arm64"], Handler: "index.handler" });
     expect(f.Properties.Code).toEqual({ S3Bucket: { Ref: "AgentCodeBucket" }, S3Key: { Ref: "AgentCodeKey" } });
     expect(f.Properties.VpcConfig).toEqual({ SubnetIds: { Ref: "SubnetIds" }, SecurityGroupIds: { Ref: "SecurityGroupIds" } });
-    expect(f.Properties.Environment).toEqual({ Variables: { ROTOR_JWKS_URL: { Ref: "JwksUrl" } } });
+    expect(f.Properties.Environment).toEqual({ Variables: { ROTOR_JWKS_URL: { Ref: "JwksUrl" }, NODE_EXTRA_CA_CERTS: "/var/runtime/ca-cert.pem" } });
     const logGroup = t.Resources[f.Properties.LoggingConfig.LogGroup.Ref]!;
     expect(logGroup.Type).toBe("AWS::Logs::LogGroup");
     expect(renderDeep(logGroup.Properties)).toEqual({ LogGroupName: "/aws/lambda/Rotor_{Engine}", RetentionInDays: "{LogRetentionDays}" });
