@@ -15,7 +15,15 @@ export const RotorRoleArnSchema = z
 /** Where an agent lives. In cloud mode Rotor never connects to a customer's database itself. */
 export const AgentSpecSchema = z.discriminatedUnion("transport", [
   z.object({ transport: z.literal("local") }),
-  z.object({ transport: z.literal("http"), url: z.url({ protocol: /^https?$/ }) }),
+  z.object({
+    transport: z.literal("http"),
+    // The JWS is signed, not encrypted: its payload carries passwords, so it travels over TLS
+    // unless the agent is on this machine.
+    url: z.url({ protocol: /^https?$/ }).refine((u) => {
+      const url = new URL(u);
+      return url.protocol === "https:" || ["localhost", "127.0.0.1", "[::1]"].includes(url.hostname);
+    }, "an agent URL must use https (plain http only to localhost): requests carry passwords"),
+  }),
   z.object({
     transport: z.literal("lambda"),
     functionArn: z.string().regex(/^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:Rotor_[A-Za-z0-9_-]+(:[A-Za-z0-9_$-]+)?$/, "functionArn must name a Lambda function whose name starts with Rotor_"),

@@ -276,7 +276,16 @@ export async function recordRevokeFailure(deps: RotationDeps, leaseId: string, e
       text: `Revoking ${what} has failed ${n} times (last error: ${error.Error}). Rotor keeps retrying; the credential stays valid until it succeeds.`,
     }).catch((e) => console.error(`lease alert email failed: ${(e as Error).message}`));
   }
-  return { failures: n, waitSeconds: Math.min(deps.settings.backoffBaseSec * 2 ** Math.min(n - 1, 20), deps.settings.backoffCapSec) };
+  const waitSeconds = Math.min(deps.settings.backoffBaseSec * 2 ** Math.min(n - 1, 20), deps.settings.backoffCapSec);
+  // The due index is read oldest first, a page at a time: a lease that keeps failing moves to
+  // its next attempt, so a pile of stuck leases can never hide newer expired ones from the reconciler.
+  const nextAttempt = new Date(deps.now().getTime() + waitSeconds * 1000).toISOString();
+  await deps.table
+    .update(leaseKey(leaseId).pk, leaseKey(leaseId).sk, { expression: "SET gsi1sk = :sk", condition: "attribute_exists(gsi1pk)", values: { ":sk": `${nextAttempt}#${leaseId}` } })
+    .catch((e) => {
+      if (!(e instanceof ConditionFailed)) throw e; // revoked meanwhile: it left the index
+    });
+  return { failures: n, waitSeconds };
 }
 
 export async function listLeases(deps: RotationDeps, filter: { project: string; config: string; dynamic?: string; includeRevoked?: boolean }) {

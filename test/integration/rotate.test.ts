@@ -284,6 +284,32 @@ describe.each(engines)("rotated secrets on $name", (engine) => {
       expect((await env.getRotated("EXT")).flipCount).toBe(2);
     });
 
+    it("a failure that cannot even be recorded (the table fails) does not end the flip: it waits and starts the round again", async () => {
+      const { users } = await env.createRotated("BOOK");
+      let testFailures = 0;
+      let recordFailures = 0;
+      const flip = await withHook(
+        "BOOK",
+        (state, phase) => {
+          if (phase !== "before") return;
+          if (state === "TestSecret" && testFailures++ === 0) throw new Error("the test login timed out");
+          // Every attempt of the first RecordFailure (its Retry included) fails.
+          if (state === "RecordFailure" && recordFailures++ < 6) throw new Error("table unavailable");
+        },
+        async () => {
+          const id = await env.rotateNow("BOOK");
+          return { id, status: await env.wait(id) };
+        },
+      );
+      expect(flip.status).toBe("SUCCEEDED");
+      const events = (await env.history(flip.id)) as HistoryEvent[];
+      expect(entered(events)).toEqual(["CreateSecret", "AlreadyFinished", "SetSecret", "TestSecret", "RecordFailure", "BookkeepingBackoff", "CreateSecret", "AlreadyFinished", "SetSecret", "TestSecret", "FinishSecret", "Succeeded"]);
+      expect(events.filter((e) => e.type === "StateRetried" && e.stateName === "RecordFailure")).toHaveLength(5);
+      const after = await env.getRotated("BOOK");
+      expect(after).toMatchObject({ state: "healthy", flipCount: 1, activeUsername: users[1].username });
+      expect(await login(await env.served("BOOK"))).toBe(true);
+    });
+
     it("never retries a value the target refused: the next attempt sets a fresh one", async () => {
       const policy = await refuseFirstValue();
       try {

@@ -41,3 +41,18 @@ describe("roles Rotor assumes", () => {
     }
   });
 });
+
+describe("HTTP agent URLs", () => {
+  it("accept https anywhere and plain http on this machine only", () => {
+    for (const url of ["https://agent.internal.example.com/rotor", "http://127.0.0.1:8080/", "http://localhost:9000", "http://[::1]:8080"])
+      expect(AgentSpecSchema.safeParse({ transport: "http", url }).success, url).toBe(true);
+  });
+
+  it("refuse plain http to another host: the signed payload carries passwords", () => {
+    for (const url of ["http://agent.internal.example.com/rotor", "http://10.0.0.5:8080", "ftp://127.0.0.1/"]) {
+      const result = AgentSpecSchema.safeParse({ transport: "http", url });
+      expect(result.success, url).toBe(false);
+    }
+    expect(JSON.stringify(AgentSpecSchema.safeParse({ transport: "http", url: "http://10.0.0.5" }).error?.issues)).toContain("must use https");
+  });
+});
