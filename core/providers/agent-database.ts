@@ -21,7 +21,7 @@ export function agentDatabaseUpdater(engine: string, defaultPort: number): Rotat
           rotateUser: { username: r.username, currentPassword: r.current, newPassword: r.pending },
         },
       });
-      return out.type;
+      return { outcome: out.type };
     },
     async test(agents: AgentClient, target: Target, users: Credential[]): Promise<TestResult> {
       const out = await agents.call(target.agent, engine, { type: "testCredentials", body: { ...target.connection, users } });

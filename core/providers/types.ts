@@ -7,8 +7,10 @@ import type { AgentClient, AgentSpec } from "../agents/client.ts";
  *
  * `updater` providers change the value of a fixed instance (ALTER USER); `issuer`
  * providers create a new instance and delete the old inactive one (two IAM access keys).
- * The workflow does not care which: it persists `pending` before `apply`, and `apply`
- * must converge when re-run after a crash at any point.
+ * The workflow does not care which: it persists `pending` before `apply`; an issuer, whose
+ * target makes the value, hands it back as `issued` and the workflow stores it (sealed) as
+ * PENDING before it tests and finishes. `apply` must converge when re-run after a crash at
+ * any point (an issuer: replace what it issued for this instance, never pile up a second one).
  */
 export interface Credential {
   username: string;
@@ -31,13 +33,19 @@ export interface ApplyRequest {
   pending: string;
 }
 
+export interface ApplyResult {
+  outcome: "updated" | "already_applied";
+  /** Issuers only: the instance the target created (e.g. an access key id and its secret). */
+  issued?: Credential;
+}
+
 export interface RotationProvider {
   readonly type: string;
   readonly strategy: "updater" | "issuer";
   readonly defaultPort: number;
   /** A fresh value for the inactive instance (issuers may return a placeholder and fill it in apply). */
   generate(): string;
-  /** Makes the target hold `pending` for the instance; `already_applied` when it already did. */
-  apply(agents: AgentClient, request: ApplyRequest): Promise<"updated" | "already_applied">;
+  /** Makes the target hold `pending` for the instance (`already_applied` when it already did), or, for an issuer, issues a new one. */
+  apply(agents: AgentClient, request: ApplyRequest): Promise<ApplyResult>;
   test(agents: AgentClient, target: Target, credentials: Credential[]): Promise<TestResult>;
 }

@@ -1,7 +1,7 @@
 import { recordActivity } from "../activity.ts";
 import { AgentCallError } from "../agents/client.ts";
 import { rotationProvider } from "../providers/index.ts";
-import type { Target } from "../providers/types.ts";
+import type { Credential, Target } from "../providers/types.ts";
 import { isRotorError } from "../errors.ts";
 import { ConditionFailed } from "../store/table.ts";
 import { notifyProject } from "./notify.ts";
@@ -119,8 +119,10 @@ export async function setSecret(deps: RotationDeps, input: StepInput) {
   const target = await targetOf(deps, item);
   const pending = await deps.envelope.open(flip.pending, sealBinding(ref, flip.target, flip.pendingVersion));
   try {
-    const result = await provider.apply(deps.agents, { target, username, current: (await openInstance(deps, item, flip.target))!, pending });
-    return { phase: "set" as const, result };
+    const { outcome, issued } = await provider.apply(deps.agents, { target, username, current: (await openInstance(deps, item, flip.target))!, pending });
+    if (issued) await storeIssued(deps, input, flip, issued);
+    // Only the outcome: this is a workflow output, and an issued value must never be in one.
+    return { phase: "set" as const, result: outcome };
   } catch (e) {
     if (!(e instanceof AgentCallError)) throw e;
     if (e.agentCode === "current_credential_invalid") {
@@ -151,12 +153,21 @@ export async function setSecret(deps: RotationDeps, input: StepInput) {
   }
 }
 
+/** An issuer's new instance becomes PENDING (sealed like any value) before anything tests or serves it. */
+async function storeIssued(deps: RotationDeps, input: StepInput, flip: Flip, issued: Credential) {
+  await mutate(deps, input.ref, async (current) => {
+    if (current.flip?.token !== input.token || current.flip.pendingVersion !== flip.pendingVersion) throw new FlipError("FlipLost", "the flip changed while its issued value was stored");
+    const pending = await deps.envelope.seal(issued.password, sealBinding(refOf(current), flip.target, flip.pendingVersion));
+    return { ...current, flip: { ...current.flip, pending, pendingUsername: issued.username } };
+  });
+}
+
 /** Step 3: the new value logs in. */
 export async function testSecret(deps: RotationDeps, input: StepInput) {
   const item = await loadForFlip(deps, input.ref);
   const flip = flipOf(item, input.token);
   if (!flip) return { phase: "done" as const };
-  const username = item.instances[flip.target].username;
+  const username = flip.pendingUsername ?? item.instances[flip.target].username;
   const password = await deps.envelope.open(flip.pending, sealBinding(refOf(item), flip.target, flip.pendingVersion));
   let result;
   try {
@@ -180,7 +191,7 @@ export async function finishSecret(deps: RotationDeps, input: StepInput) {
     const old = item.instances[flip.target];
     const instances = [...item.instances] as RotatedItem["instances"];
     instances[flip.target] = {
-      username: old.username,
+      username: flip.pendingUsername ?? old.username,
       current: flip.pending,
       currentVersion: flip.pendingVersion,
       previous: old.current,

@@ -29,6 +29,8 @@ export interface Flip {
   target: 0 | 1;
   pending: SealedValue;
   pendingVersion: number;
+  /** Issuers: the new instance's name (e.g. its access key id), known once the target issued it. */
+  pendingUsername?: string;
   startedAt: string;
   executionId?: string;
 }
