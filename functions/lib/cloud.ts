@@ -54,6 +54,9 @@ export function coreCloudDeps(): Deps {
   };
 }
 
+/** The workflows' state machines (empty where a function starts and reads none). */
+export const stateMachines = (env = process.env) => ({ rotate: env.ROTOR_ROTATE_MACHINE_ARN ?? "", lease: env.ROTOR_LEASE_MACHINE_ARN ?? "" });
+
 /**
  * Cloud wiring from the environment the stack sets. Optional pieces (scheduler, email,
  * agents) are only required by the functions that use them; the stack gives each function
@@ -75,13 +78,14 @@ export async function cloudDeps(): Promise<RotationDeps> {
       return lazySigner.signer.jwks();
     },
   };
-  const rotateArn = process.env.ROTOR_ROTATE_MACHINE_ARN ?? "";
+  const machines = stateMachines();
+  const rotateArn = machines.rotate;
   return {
     ...base,
     events,
     contributors: [rotatedContributor, dynamicContributor],
     agents: new AgentClient(signer, transports),
-    workflows: new StepFunctionsStarter(new SFNClient({}), { rotate: rotateArn, lease: process.env.ROTOR_LEASE_MACHINE_ARN ?? "" }),
+    workflows: new StepFunctionsStarter(new SFNClient({}), machines, base.table),
     scheduler: new EventBridgeRotationScheduler({
       client: new SchedulerClient({}),
       groupName: process.env.ROTOR_SCHEDULE_GROUP ?? "rotor",

@@ -17,13 +17,15 @@ import {
   ExecutionAlreadyExists,
   ExecutionDoesNotExist,
   GetExecutionHistoryCommand,
+  InvalidArn,
+  ListExecutionsCommand,
   SFNClient,
   StartExecutionCommand,
 } from "@aws-sdk/client-sfn";
 import { AssumeRoleCommand, STSClient } from "@aws-sdk/client-sts";
 import { mockClient } from "aws-sdk-client-mock";
 import { SMTPServer } from "smtp-server";
-import { afterAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { EventBridgeBus } from "../../core/adapters/aws/eventbridge-bus.ts";
 import { AssumedRoleCache, LambdaAgentTransport, lambdaFunctionName } from "../../core/adapters/aws/lambda-transport.ts";
 import { atExpression, EventBridgeRotationScheduler, scheduleName } from "../../core/adapters/aws/scheduler.ts";
@@ -32,6 +34,8 @@ import { SfnExecutionReader, StepFunctionsStarter } from "../../core/adapters/aw
 import { HttpAgentTransport } from "../../core/adapters/http-transport.ts";
 import { LogNotifier, SmtpNotifier } from "../../core/adapters/local/smtp-notifier.ts";
 import type { RotorEvent } from "../../core/events.ts";
+import type { Table } from "../../core/store/table.ts";
+import { makeDeps, startDynalite, type RunningEngine } from "../support/dynamo.ts";
 
 const schedulerMock = mockClient(SchedulerClient);
 const sfnMock = mockClient(SFNClient);
@@ -150,10 +154,19 @@ describe("StepFunctionsStarter and SfnExecutionReader", () => {
     lease: "arn:aws:states:us-east-1:111122223333:stateMachine:rotor-lease",
   };
   const input = { ref, force: true };
+  let db: RunningEngine;
+  let table: Table;
+  beforeAll(async () => {
+    db = await startDynalite();
+  });
+  afterAll(() => db?.stop());
+  beforeEach(async () => {
+    table = (await makeDeps(db.endpoint)).table;
+  });
 
   it("starts an execution with the machine's ARN, the name and the JSON input", async () => {
     sfnMock.on(StartExecutionCommand).resolves({ executionArn: "arn:aws:states:us-east-1:111122223333:execution:rotor-rotate:tok1", startDate: new Date(), ...meta });
-    const out = await new StepFunctionsStarter(client(SFNClient), machines).start("rotate", "tok1", input);
+    const out = await new StepFunctionsStarter(client(SFNClient), machines, table).start("rotate", "tok1", input);
     expect(out).toEqual({ executionId: "arn:aws:states:us-east-1:111122223333:execution:rotor-rotate:tok1" });
     expect(sfnMock.commandCalls(StartExecutionCommand).map((c) => c.args[0].input)).toEqual([
       { stateMachineArn: machines.rotate, name: "tok1", input: JSON.stringify(input) },
@@ -162,7 +175,7 @@ describe("StepFunctionsStarter and SfnExecutionReader", () => {
 
   it("treats ExecutionAlreadyExists as the same execution", async () => {
     sfnMock.on(StartExecutionCommand).rejects(new ExecutionAlreadyExists({ message: "exists", ...meta }));
-    const out = await new StepFunctionsStarter(client(SFNClient), machines).start("lease", "lease-42", { leaseId: "42" });
+    const out = await new StepFunctionsStarter(client(SFNClient), machines, table).start("lease", "lease-42", { leaseId: "42" });
     expect(out).toEqual({ executionId: "arn:aws:states:us-east-1:111122223333:execution:rotor-lease:lease-42" });
     expect(sfnMock.commandCalls(StartExecutionCommand).map((c) => c.args[0].input)).toEqual([
       { stateMachineArn: machines.lease, name: "lease-42", input: '{"leaseId":"42"}' },
@@ -171,7 +184,7 @@ describe("StepFunctionsStarter and SfnExecutionReader", () => {
 
   it("propagates other start errors", async () => {
     sfnMock.on(StartExecutionCommand).rejects(new Error("throttled"));
-    await expect(new StepFunctionsStarter(client(SFNClient), machines).start("rotate", "t", {})).rejects.toThrow("throttled");
+    await expect(new StepFunctionsStarter(client(SFNClient), machines, table).start("rotate", "t", {})).rejects.toThrow("throttled");
   });
 
   it("describes an execution", async () => {
@@ -188,7 +201,7 @@ describe("StepFunctionsStarter and SfnExecutionReader", () => {
       input: JSON.stringify(input),
       ...meta,
     });
-    const info = await new SfnExecutionReader(client(SFNClient)).get(arn);
+    const info = await new SfnExecutionReader(client(SFNClient), machines, table).get(arn);
     expect(info).toEqual({
       id: arn,
       name: "tok1",
@@ -198,10 +211,101 @@ describe("StepFunctionsStarter and SfnExecutionReader", () => {
       stoppedAt: "2030-01-01T00:01:00.000Z",
       error: "AgentUnreachable",
       cause: "agent unreachable (lambda)",
+      ref,
     });
     expect(sfnMock.commandCalls(DescribeExecutionCommand).map((c) => c.args[0].input)).toEqual([{ executionArn: arn }]);
     sfnMock.on(DescribeExecutionCommand).rejects(new ExecutionDoesNotExist({ message: "nope", ...meta }));
-    await expect(new SfnExecutionReader(client(SFNClient)).get(arn)).rejects.toMatchObject({ code: "not_found", status: 404 });
+    await expect(new SfnExecutionReader(client(SFNClient), machines, table).get(arn)).rejects.toMatchObject({ code: "not_found", status: 404 });
+    sfnMock.on(DescribeExecutionCommand).rejects(new InvalidArn({ message: "bad arn", ...meta }));
+    await expect(new SfnExecutionReader(client(SFNClient), machines, table).get("not-an-arn")).rejects.toMatchObject({ code: "not_found", status: 404 });
+  });
+
+  it("indexes a started rotation under its secret; list reads the index and refreshes running rows", async () => {
+    const arn = "arn:aws:states:us-east-1:111122223333:execution:rotor-rotate:rot-1";
+    const startDate = new Date("2030-01-01T00:00:00Z");
+    sfnMock.on(StartExecutionCommand).resolves({ executionArn: arn, startDate, ...meta });
+    const starter = new StepFunctionsStarter(client(SFNClient), machines, table);
+    await starter.start("rotate", "rot-1", input);
+    // A repeated start of the same name (Step Functions answers with the same execution) adds no row.
+    await starter.start("rotate", "rot-1", input);
+    sfnMock.on(DescribeExecutionCommand).resolves({
+      executionArn: arn, stateMachineArn: machines.rotate, name: "rot-1", status: "SUCCEEDED", startDate, stopDate: new Date("2030-01-01T00:02:00Z"), input: JSON.stringify(input), ...meta,
+    });
+    const reader = new SfnExecutionReader(client(SFNClient), machines, table);
+    const expected = { id: arn, name: "rot-1", machine: "rotor-rotate", status: "SUCCEEDED", startedAt: "2030-01-01T00:00:00.000Z", stoppedAt: "2030-01-01T00:02:00.000Z", ref };
+    expect(await reader.list({ secret: ref, limit: 20 })).toEqual([expected]);
+    expect(sfnMock.commandCalls(DescribeExecutionCommand).map((c) => c.args[0].input)).toEqual([{ executionArn: arn }]);
+    // The ended row was written back: listing again asks Step Functions nothing.
+    expect(await reader.list({ secret: ref, limit: 20 })).toEqual([expected]);
+    expect(sfnMock.commandCalls(DescribeExecutionCommand)).toHaveLength(1);
+    expect(await reader.list({ secret: { ...ref, name: "OTHER" }, limit: 20 })).toEqual([]);
+    expect(sfnMock.commandCalls(StartExecutionCommand).map((c) => c.args[0].input)).toEqual([
+      { stateMachineArn: machines.rotate, name: "rot-1", input: JSON.stringify(input) },
+      { stateMachineArn: machines.rotate, name: "rot-1", input: JSON.stringify(input) },
+    ]);
+  });
+
+  it("lists a secret's executions newest first, at most limit, describing only running rows", async () => {
+    const arnOf = (n: number) => `arn:aws:states:us-east-1:111122223333:execution:rotor-rotate:rot-${n}`;
+    const starter = new StepFunctionsStarter(client(SFNClient), machines, table);
+    for (const n of [1, 2, 3]) {
+      sfnMock.on(StartExecutionCommand).resolves({ executionArn: arnOf(n), startDate: new Date(`2030-01-0${n}T00:00:00Z`), ...meta });
+      await starter.start("rotate", `rot-${n}`, input);
+    }
+    sfnMock.on(DescribeExecutionCommand).callsFake(({ executionArn }: { executionArn: string }) => ({
+      executionArn, stateMachineArn: machines.rotate, name: executionArn.split(":").pop(), status: "RUNNING", startDate: new Date(0), input: JSON.stringify(input),
+    }));
+    const out = await new SfnExecutionReader(client(SFNClient), machines, table).list({ secret: ref, limit: 2 });
+    expect(out.map((e) => [e.id, e.status, e.startedAt])).toEqual([
+      [arnOf(3), "RUNNING", "1970-01-01T00:00:00.000Z"],
+      [arnOf(2), "RUNNING", "1970-01-01T00:00:00.000Z"],
+    ]);
+    expect(sfnMock.commandCalls(DescribeExecutionCommand).map((c) => c.args[0].input.executionArn).sort()).toEqual([arnOf(2), arnOf(3)]);
+  });
+
+  it("indexes a start that Step Functions refuses as already existing at the execution's own start date", async () => {
+    const arn = "arn:aws:states:us-east-1:111122223333:execution:rotor-rotate:rot-9";
+    sfnMock.on(StartExecutionCommand).rejects(new ExecutionAlreadyExists({ message: "exists", ...meta }));
+    sfnMock.on(DescribeExecutionCommand).resolves({
+      executionArn: arn, stateMachineArn: machines.rotate, name: "rot-9", status: "FAILED", startDate: new Date("2030-02-01T00:00:00Z"), error: "Boom", input: JSON.stringify(input), ...meta,
+    });
+    await new StepFunctionsStarter(client(SFNClient), machines, table).start("rotate", "rot-9", input);
+    expect(sfnMock.commandCalls(DescribeExecutionCommand).map((c) => c.args[0].input)).toEqual([{ executionArn: arn }]);
+    const listed = await new SfnExecutionReader(client(SFNClient), machines, table).list({ secret: ref, limit: 5 });
+    expect(listed).toEqual([{ id: arn, name: "rot-9", machine: "rotor-rotate", status: "FAILED", startedAt: "2030-02-01T00:00:00.000Z", error: "Boom", ref }]);
+  });
+
+  it("lists every execution of both machines newest first with ListExecutions", async () => {
+    const ex = (m: "rotate" | "lease", n: string, day: number, status: "RUNNING" | "SUCCEEDED") => ({
+      executionArn: `arn:aws:states:us-east-1:111122223333:execution:rotor-${m}:${n}`,
+      stateMachineArn: machines[m],
+      name: n,
+      status,
+      startDate: new Date(`2030-01-0${day}T00:00:00Z`),
+      ...(status !== "RUNNING" && { stopDate: new Date(`2030-01-0${day}T00:05:00Z`) }),
+    });
+    sfnMock
+      .on(ListExecutionsCommand, { stateMachineArn: machines.rotate })
+      .resolves({ executions: [ex("rotate", "r2", 3, "RUNNING"), ex("rotate", "r1", 1, "SUCCEEDED")], ...meta })
+      .on(ListExecutionsCommand, { stateMachineArn: machines.lease })
+      .resolves({ executions: [ex("lease", "l1", 2, "SUCCEEDED")], ...meta });
+    const out = await new SfnExecutionReader(client(SFNClient), machines, table).list({ limit: 2 });
+    expect(out).toEqual([
+      { id: ex("rotate", "r2", 3, "RUNNING").executionArn, name: "r2", machine: "rotor-rotate", status: "RUNNING", startedAt: "2030-01-03T00:00:00.000Z" },
+      { id: ex("lease", "l1", 2, "SUCCEEDED").executionArn, name: "l1", machine: "rotor-lease", status: "SUCCEEDED", startedAt: "2030-01-02T00:00:00.000Z", stoppedAt: "2030-01-02T00:05:00.000Z" },
+    ]);
+    expect(sfnMock.commandCalls(ListExecutionsCommand).map((c) => c.args[0].input)).toEqual([
+      { stateMachineArn: machines.rotate, maxResults: 2 },
+      { stateMachineArn: machines.lease, maxResults: 2 },
+    ]);
+  });
+
+  it("gives a lease execution the lease id as its ref", async () => {
+    const arn = "arn:aws:states:us-east-1:111122223333:execution:rotor-lease:lease-42";
+    sfnMock.on(DescribeExecutionCommand).resolves({
+      executionArn: arn, stateMachineArn: machines.lease, name: "lease-42", status: "RUNNING", startDate: new Date("2030-01-01T00:00:00Z"), input: '{"leaseId":"42","expiresAt":"2030-01-02T00:00:00Z"}', ...meta,
+    });
+    expect((await new SfnExecutionReader(client(SFNClient), machines, table).get(arn)).ref).toEqual({ leaseId: "42" });
   });
 
   it("reads every page of the history, keeping state names and errors, never data", async () => {
@@ -225,7 +329,7 @@ describe("StepFunctionsStarter and SfnExecutionReader", () => {
         ],
         ...meta,
       });
-    const events = await new SfnExecutionReader(client(SFNClient)).history(arn);
+    const events = await new SfnExecutionReader(client(SFNClient), machines, table).history(arn);
     expect(events).toEqual([
       { id: 1, type: "ExecutionStarted", timestamp: "2030-01-01T00:00:00.000Z" },
       { id: 2, type: "TaskStateEntered", timestamp: "2030-01-01T00:00:00.000Z", stateName: "CreateSecret" },
