@@ -8,7 +8,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseEnvFormat } from "../../core/secrets/read.ts";
 import { scanRaw } from "../support/dynamo.ts";
-import { startTestServer, type ApiOptions, type ApiResponse, type TestServer } from "../support/embedded.ts";
+import { startDynamicEnv, type DynamicEnv } from "../support/dynamic.ts";
+import { apiRequest, startTestServer, type ApiOptions, type ApiResponse, type TestServer } from "../support/embedded.ts";
+import { engines } from "../support/rotation.ts";
 
 let rotor: TestServer;
 
@@ -461,8 +463,10 @@ describe("activity", () => {
 // ---------------------------------------------------------------------------------------------
 // Errors: each answers the right 4xx with {error, message} and changes nothing.
 
-type Who = "admin" | "read" | "readwrite" | "other" | "revoked" | "none";
-const tokenOf = (who: Who): string | undefined => (who === "admin" ? admin : who === "none" ? undefined : tok[who]);
+type Who = "admin" | "read" | "readwrite" | "other" | "revoked" | "none" | "garbage";
+/** Shaped like a service token, but no such token exists. */
+const GARBAGE_TOKEN = `rtr_svc_${"g".repeat(43)}`;
+const tokenOf = (who: Who): string | undefined => (who === "admin" ? admin : who === "none" ? undefined : who === "garbage" ? GARBAGE_TOKEN : tok[who]);
 
 interface ErrorCase {
   name: string;
@@ -593,10 +597,10 @@ interface RouteSpec {
   /** After a 200, check the effect took place. */
   verify?: (res: ApiResponse) => Promise<void>;
 }
-const ADMIN_ONLY: Record<Who, number> = { admin: 200, read: 403, readwrite: 403, other: 403, none: 401, revoked: 401 };
-const CONFIG_READ: Record<Who, number> = { admin: 200, read: 200, readwrite: 200, other: 403, none: 401, revoked: 401 };
-const CONFIG_WRITE: Record<Who, number> = { admin: 200, read: 403, readwrite: 200, other: 403, none: 401, revoked: 401 };
-const PUBLIC: Record<Who, number> = { admin: 200, read: 200, readwrite: 200, other: 200, none: 200, revoked: 200 };
+const ADMIN_ONLY: Record<Who, number> = { admin: 200, read: 403, readwrite: 403, other: 403, none: 401, revoked: 401, garbage: 401 };
+const CONFIG_READ: Record<Who, number> = { admin: 200, read: 200, readwrite: 200, other: 403, none: 401, revoked: 401, garbage: 401 };
+const CONFIG_WRITE: Record<Who, number> = { admin: 200, read: 403, readwrite: 200, other: 403, none: 401, revoked: 401, garbage: 401 };
+const PUBLIC: Record<Who, number> = { admin: 200, read: 200, readwrite: 200, other: 200, none: 200, revoked: 200, garbage: 200 };
 
 let seq = 0;
 const routes: RouteSpec[] = [
@@ -674,7 +678,7 @@ const routes: RouteSpec[] = [
   { route: "GET /v3/openapi.json", request: async () => ({ method: "GET", path: "/v3/openapi.json" }), expect: PUBLIC },
   { route: "GET /health", request: async () => ({ method: "GET", path: "/health" }), expect: PUBLIC },
 ];
-const WHO: Who[] = ["admin", "read", "readwrite", "other", "none", "revoked"];
+const WHO: Who[] = ["admin", "read", "readwrite", "other", "none", "revoked", "garbage"];
 const matrix = routes.flatMap((r) => WHO.map((who) => ({ route: r.route, who, status: r.expect[who], spec: r })));
 
 describe("authorization matrix", () => {
@@ -731,6 +735,169 @@ describe("token values never leak", () => {
     for (const f of files) {
       const content = readFileSync(f);
       for (const t of tokenValues) expect(content.includes(t), `${f} contains a token value`).toBe(false);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The authorization matrix of the routes added after the foundation (rotation, dynamic secrets,
+// leases, executions, webhooks), plus activity and tokens again with a garbage token. They need
+// a real database behind them (a real lease, a real flip), so they run against their own
+// Rotor: the dynamic-secret env (real PostgreSQL, embedded Rotor).
+//
+// Allowed principals may still get a 4xx (the named secret doesn't exist, the spec's database
+// is unreachable): what matters is that it is not 401/403 and never a 500. Refused principals
+// get exactly 401 (none, garbage, revoked) or 403 (no scope) and change nothing.
+
+type LaterWho = Who;
+const LATER_WHO: LaterWho[] = ["admin", "read", "readwrite", "other", "none", "revoked", "garbage"];
+const LATER_ROUTES = [
+  "POST /v3/configs/config/rotated_secrets",
+  "GET /v3/configs/config/rotated_secrets",
+  "DELETE /v3/configs/config/rotated_secret",
+  "POST /v3/configs/config/rotated_secrets/rotate",
+  "POST /v3/configs/config/rotated_secrets/resume",
+  "POST /v3/configs/config/dynamic_secrets",
+  "GET /v3/configs/config/dynamic_secrets",
+  "DELETE /v3/configs/config/dynamic_secret",
+  "GET /v3/leases",
+  "POST /v3/leases/{id}/renew",
+  "POST /v3/leases/{id}/revoke",
+  "POST /v3/leases/revoke",
+  "GET /v3/executions",
+  "GET /v3/executions/{id}",
+  "GET /v3/executions/{id}/history",
+  "POST /v3/webhooks",
+  "GET /v3/webhooks",
+  "DELETE /v3/webhooks/{id}",
+  "GET /v3/webhooks/{id}/deliveries",
+];
+
+describe("authorization matrix: routes after the foundation (own Rotor with a real PostgreSQL)", () => {
+  let env: DynamicEnv;
+  const ltok: Record<Exclude<LaterWho, "admin" | "none">, string> = { read: "", readwrite: "", other: "", revoked: "", garbage: GARBAGE_TOKEN };
+  const ids = { lease: "", lease2: "", execution: "", webhook: "" };
+  const ltokenOf = (who: LaterWho) => (who === "admin" ? env.token : who === "none" ? undefined : ltok[who]);
+  const lcall = (method: string, path: string, opts: ApiOptions = {}) => apiRequest(env.rotor.url, method, path, opts);
+  const ok = async (res: Promise<ApiResponse>, status = 200) => {
+    const r = await res;
+    expect(r.status, r.text).toBe(status);
+    return r.json;
+  };
+
+  beforeAll(async () => {
+    env = await startDynamicEnv(engines[0]);
+    await ok(env.api("POST", "/v3/configs", { body: { project: env.project, name: "other" } }));
+    const mk = (config: string, access: string) => ok(env.api("POST", "/v3/tokens", { body: { project: env.project, config, access } }));
+    ltok.read = (await mk(env.config, "read")).token;
+    ltok.readwrite = (await mk(env.config, "read/write")).token;
+    ltok.other = (await mk("other", "read/write")).token;
+    const revoked = await mk(env.config, "read/write");
+    ltok.revoked = revoked.token;
+    await ok(env.api("DELETE", `/v3/tokens/${revoked.id}`));
+    await env.createDynamic("LEASED");
+    ids.lease = (await env.lease("LEASED", 600)).leaseId;
+    ids.lease2 = (await env.lease("LEASED", 600)).leaseId;
+    await env.createRotated("ROT");
+    const flip = await env.flip("ROT");
+    expect(flip.status).toBe("SUCCEEDED");
+    ids.execution = flip.executionId;
+    ids.webhook = (await ok(env.api("POST", "/v3/webhooks", { body: { project: env.project, url: "http://127.0.0.1:1/hook" } }))).webhook.id;
+  }, 120_000);
+  afterAll(async () => {
+    await env?.stop();
+  });
+
+  type Allowed = readonly LaterWho[];
+  const ADMIN: Allowed = ["admin"];
+  const READ: Allowed = ["admin", "read", "readwrite"];
+  const WRITE: Allowed = ["admin", "readwrite"];
+  interface LaterSpec {
+    route: string;
+    /** Distinguishes two specs of one route (e.g. a config-scoped and an admin-only execution). */
+    label?: string;
+    request: () => { method: string; path: string; opts?: Omit<ApiOptions, "token"> };
+    allowed: Allowed;
+    /** What an allowed principal may get once past authorization. */
+    outcomes: number[];
+  }
+  const cfg = () => ({ project: env.project, config: env.config });
+  const rotatedSpec = () => env.createBody("MX_ROT", [{ username: "mx_a", password: "MxA-not-a-real-pw-1" }, { username: "mx_b", password: "MxB-not-a-real-pw-1" }], { port: 1 });
+  const later: LaterSpec[] = [
+    { route: "POST /v3/configs/config/rotated_secrets", request: () => ({ method: "POST", path: "/v3/configs/config/rotated_secrets", opts: { body: rotatedSpec() } }), allowed: WRITE, outcomes: [422] },
+    { route: "GET /v3/configs/config/rotated_secrets", request: () => ({ method: "GET", path: "/v3/configs/config/rotated_secrets", opts: { query: cfg() } }), allowed: READ, outcomes: [200] },
+    { route: "DELETE /v3/configs/config/rotated_secret", request: () => ({ method: "DELETE", path: "/v3/configs/config/rotated_secret", opts: { query: { ...cfg(), name: "NOPE" } } }), allowed: WRITE, outcomes: [404] },
+    { route: "POST /v3/configs/config/rotated_secrets/rotate", request: () => ({ method: "POST", path: "/v3/configs/config/rotated_secrets/rotate", opts: { body: { ...cfg(), name: "NOPE" } } }), allowed: WRITE, outcomes: [404] },
+    { route: "POST /v3/configs/config/rotated_secrets/resume", request: () => ({ method: "POST", path: "/v3/configs/config/rotated_secrets/resume", opts: { body: { ...cfg(), name: "NOPE" } } }), allowed: WRITE, outcomes: [404] },
+    {
+      route: "POST /v3/configs/config/dynamic_secrets",
+      request: () => ({ method: "POST", path: "/v3/configs/config/dynamic_secrets", opts: { body: env.dynamicBody("MX_DYN", { connection: { host: env.db.host, port: 1, database: env.db.database } }) } }),
+      allowed: WRITE,
+      outcomes: [422],
+    },
+    { route: "GET /v3/configs/config/dynamic_secrets", request: () => ({ method: "GET", path: "/v3/configs/config/dynamic_secrets", opts: { query: cfg() } }), allowed: READ, outcomes: [200] },
+    { route: "DELETE /v3/configs/config/dynamic_secret", request: () => ({ method: "DELETE", path: "/v3/configs/config/dynamic_secret", opts: { query: { ...cfg(), name: "NOPE" } } }), allowed: WRITE, outcomes: [404] },
+    { route: "GET /v3/leases", request: () => ({ method: "GET", path: "/v3/leases", opts: { query: cfg() } }), allowed: READ, outcomes: [200] },
+    // A real lease of the config: the route loads it, then authorizes against its config.
+    { route: "POST /v3/leases/{id}/renew", request: () => ({ method: "POST", path: `/v3/leases/${ids.lease}/renew`, opts: { body: { ttlSec: 300 } } }), allowed: WRITE, outcomes: [200] },
+    // The admin revokes it first; the read/write token then finds it already revoked.
+    { route: "POST /v3/leases/{id}/revoke", request: () => ({ method: "POST", path: `/v3/leases/${ids.lease2}/revoke`, opts: { body: {} } }), allowed: WRITE, outcomes: [200, 409] },
+    { route: "POST /v3/leases/revoke", request: () => ({ method: "POST", path: "/v3/leases/revoke", opts: { body: { ...cfg(), dynamic: "LEASED" } } }), allowed: WRITE, outcomes: [200] },
+    { route: "GET /v3/executions", label: "all", request: () => ({ method: "GET", path: "/v3/executions" }), allowed: ADMIN, outcomes: [200] },
+    { route: "GET /v3/executions", label: "of a rotated secret", request: () => ({ method: "GET", path: "/v3/executions", opts: { query: { ...cfg(), secret: "ROT" } } }), allowed: READ, outcomes: [200] },
+    { route: "GET /v3/executions/{id}", label: "a flip", request: () => ({ method: "GET", path: `/v3/executions/${ids.execution}` }), allowed: READ, outcomes: [200] },
+    { route: "GET /v3/executions/{id}", label: "a lease's workflow", request: () => ({ method: "GET", path: `/v3/executions/${ids.lease}` }), allowed: ADMIN, outcomes: [200] },
+    { route: "GET /v3/executions/{id}/history", label: "a flip", request: () => ({ method: "GET", path: `/v3/executions/${ids.execution}/history` }), allowed: READ, outcomes: [200] },
+    { route: "GET /v3/executions/{id}/history", label: "a lease's workflow", request: () => ({ method: "GET", path: `/v3/executions/${ids.lease}/history` }), allowed: ADMIN, outcomes: [200] },
+    { route: "POST /v3/webhooks", request: () => ({ method: "POST", path: "/v3/webhooks", opts: { body: { project: env.project, url: "http://127.0.0.1:1/other" } } }), allowed: ADMIN, outcomes: [200] },
+    { route: "GET /v3/webhooks", request: () => ({ method: "GET", path: "/v3/webhooks" }), allowed: ADMIN, outcomes: [200] },
+    // Deliveries before the removal: the admin (first in the row) removes the webhook.
+    { route: "GET /v3/webhooks/{id}/deliveries", request: () => ({ method: "GET", path: `/v3/webhooks/${ids.webhook}/deliveries` }), allowed: ADMIN, outcomes: [200] },
+    { route: "DELETE /v3/webhooks/{id}", request: () => ({ method: "DELETE", path: `/v3/webhooks/${ids.webhook}` }), allowed: ADMIN, outcomes: [200] },
+    { route: "GET /v3/activity", request: () => ({ method: "GET", path: "/v3/activity", opts: { query: { limit: 3 } } }), allowed: ADMIN, outcomes: [200] },
+    { route: "POST /v3/tokens", request: () => ({ method: "POST", path: "/v3/tokens", opts: { body: { ...cfg(), access: "read" } } }), allowed: ADMIN, outcomes: [200] },
+    { route: "GET /v3/tokens", request: () => ({ method: "GET", path: "/v3/tokens" }), allowed: ADMIN, outcomes: [200] },
+    { route: "DELETE /v3/tokens/{id}", request: () => ({ method: "DELETE", path: "/v3/tokens/tok_doesnotexist" }), allowed: ADMIN, outcomes: [404] },
+  ];
+  const laterMatrix = later.flatMap((spec) =>
+    LATER_WHO.map((who) => {
+      const status = spec.allowed.includes(who) ? "allowed" : who === "none" || who === "garbage" || who === "revoked" ? "401" : "403";
+      return { name: `${spec.route}${spec.label ? ` (${spec.label})` : ""}`, who, status, spec };
+    }),
+  );
+
+  /** What a refused write could have changed in the config. */
+  const state = async () => {
+    const [rotated, dynamic, leases, webhooks, tokens, activity] = await Promise.all([
+      ok(env.api("GET", "/v3/configs/config/rotated_secrets", { query: cfg() })),
+      ok(env.api("GET", "/v3/configs/config/dynamic_secrets", { query: cfg() })),
+      ok(env.api("GET", "/v3/leases", { query: { ...cfg(), include_revoked: "true" } })),
+      ok(env.api("GET", "/v3/webhooks")),
+      ok(env.api("GET", "/v3/tokens")),
+      ok(env.api("GET", "/v3/activity", { query: { limit: 5 } })).then((r) => r.activity.map((e: { id: string }) => e.id)),
+    ]);
+    return { rotated, dynamic, leases, webhooks, tokens, activity };
+  };
+
+  it("covers every route the server has", async () => {
+    const doc = await ok(lcall("GET", "/v3/openapi.json"));
+    const operations = Object.entries<Record<string, unknown>>(doc.paths).flatMap(([path, item]) => Object.keys(item).map((m) => `${m.toUpperCase()} ${path}`));
+    const covered = new Set([...FOUNDATION_ROUTES, ...LATER_ROUTES, "GET /v3/openapi.json", "GET /health"]);
+    expect(operations.filter((o) => !covered.has(o))).toEqual([]);
+    expect(new Set(later.map((s) => s.route))).toEqual(new Set([...LATER_ROUTES, "GET /v3/activity", "POST /v3/tokens", "GET /v3/tokens", "DELETE /v3/tokens/{id}"]));
+  });
+
+  it.each(laterMatrix)("$name as $who → $status", async ({ spec, who, status }) => {
+    const req = spec.request();
+    const before = status !== "allowed" && req.method !== "GET" ? await state() : undefined;
+    const res = await lcall(req.method, req.path, { ...req.opts, token: ltokenOf(who) });
+    if (status === "allowed") {
+      expect(spec.outcomes, `${res.status} ${res.text}`).toContain(res.status);
+      if (res.status >= 400) expect(res.json, res.text).toEqual({ error: expect.any(String), message: expect.any(String) });
+    } else {
+      expect(res.status, res.text).toBe(Number(status));
+      expect(res.json, res.text).toEqual({ error: status === "401" ? "unauthorized" : "forbidden", message: expect.any(String) });
+      if (before) expect(await state()).toEqual(before);
     }
   });
 });
