@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
+import { Agent as HttpAgent } from "node:http";
 import { createApi } from "../core/api/app.ts";
 import { serveApi } from "./server.ts";
 import { createToken } from "../core/auth/tokens.ts";
@@ -59,6 +60,9 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<Embedded> {
     endpoint: opts.dynamoEndpoint ?? dynamo!.endpoint,
     region: "local",
     credentials: { accessKeyId: "local", secretAccessKey: "local" },
+    // The SDK's default pool (50 sockets) queues requests when many flips or leases run at
+    // once; the table is on loopback in this process, so a wider pool costs nothing.
+    requestHandler: { httpAgent: new HttpAgent({ keepAlive: true, maxSockets: 256 }) },
   });
   const table = new Table(client, "rotor");
   await table.ensureExists();
