@@ -212,6 +212,14 @@ function statementsFor(spec: HandlerSpec, ctx: GrantContext): iam.PolicyStatemen
   if (uses.start?.length) {
     out.push(new iam.PolicyStatement({ actions: ["states:StartExecution"], resources: uses.start.map((m) => ctx.machineArns[m]) }));
   }
+  if (uses.describeFlips) {
+    out.push(
+      new iam.PolicyStatement({
+        actions: ["states:DescribeExecution"],
+        resources: [stack.formatArn({ service: "states", resource: "execution", resourceName: `${ctx.machineNames.rotate}:*`, arnFormat: ArnFormat.COLON_RESOURCE_NAME })],
+      }),
+    );
+  }
   if (uses.readExecutions) {
     const names = [ctx.machineNames.rotate, ctx.machineNames.lease];
     out.push(

@@ -39,6 +39,8 @@ export interface Uses {
   start?: readonly ("rotate" | "lease")[];
   /** ListExecutions / DescribeExecution / GetExecutionHistory on both machines. */
   readExecutions?: boolean;
+  /** DescribeExecution on the rotate machine's executions only (is a flip's execution alive?). */
+  describeFlips?: boolean;
 }
 
 export interface HandlerSpec {
@@ -140,7 +142,8 @@ export const API: HandlerSpec = {
 export const RECONCILER: HandlerSpec = {
   id: "ReconcileLeasesFunction",
   handler: "functions/leases/reconcile.handler",
-  uses: { table: TABLE_ITEM_WRITE_QUERY, key: KEY_SEAL_OPEN, events: true, assumeRole: true },
+  // Also hands flips whose execution died to a new execution (core/rotation/rescue.ts).
+  uses: { table: TABLE_ITEM_WRITE_QUERY, key: KEY_SEAL_OPEN, events: true, assumeRole: true, start: ["rotate"], describeFlips: true },
   // Up to 500 revocations per run, each a cross-account call.
   timeoutSec: 300,
 };

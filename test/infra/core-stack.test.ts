@@ -211,7 +211,14 @@ describe("Core stack: least privilege per function", () => {
     "functions/leases/check-lease.handler": () => [S.table("GetItem")],
     "functions/leases/revoke-lease.handler": () => [S.table("GetItem", "PutItem", "UpdateItem"), S.key("GenerateDataKey", "Decrypt"), S.events(), S.assumeRole()],
     "functions/leases/record-revoke-failure.handler": () => [S.table("GetItem", "PutItem", "UpdateItem"), S.events(), S.email()],
-    "functions/leases/reconcile.handler": () => [S.table("GetItem", "PutItem", "UpdateItem", "Query"), S.key("GenerateDataKey", "Decrypt"), S.events(), S.assumeRole()],
+    "functions/leases/reconcile.handler": () => [
+      S.table("GetItem", "PutItem", "UpdateItem", "Query"),
+      S.key("GenerateDataKey", "Decrypt"),
+      S.events(),
+      S.assumeRole(),
+      { Effect: "Allow", Action: ["states:StartExecution"], Resource: [ROTATE] },
+      { Effect: "Allow", Action: ["states:DescribeExecution"], Resource: [arn("states", "execution:test-rotor-rotate:*")] },
+    ],
     "functions/webhooks/deliver.handler": () => [S.table("PutItem", "Query"), S.key("Decrypt")],
   };
 
@@ -238,7 +245,7 @@ describe("Core stack: least privilege per function", () => {
     "functions/leases/check-lease.handler": base,
     "functions/leases/revoke-lease.handler": () => ({ ...base(), ...bus(), ...external }),
     "functions/leases/record-revoke-failure.handler": () => ({ ...base(), ...bus(), ...email }),
-    "functions/leases/reconcile.handler": () => ({ ...base(), ...bus(), ...external }),
+    "functions/leases/reconcile.handler": () => ({ ...base(), ...bus(), ...external, ROTOR_ROTATE_MACHINE_ARN: ROTATE }),
     "functions/webhooks/deliver.handler": base,
   };
 

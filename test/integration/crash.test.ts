@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SimulatedCrash } from "../../core/adapters/local/step-functions.ts";
 import { loadRotated, openInstance, sealBinding, type SecretRef } from "../../core/rotation/model.ts";
+import { rescueStalledFlips } from "../../core/rotation/rescue.ts";
 import { startEmbedded, type Embedded } from "../../local/runtime.ts";
 import { startMariaDb } from "../support/mariadb.ts";
 import { startPostgres, type DbServer } from "../support/postgres.ts";
@@ -145,6 +146,41 @@ describe.each(engines)("crash safety on $name", (engine) => {
         expect(invariantViolations).toEqual([]);
       });
     }
+  }
+
+  // Cloud mode can't re-run an execution by name: core/rotation/rescue.ts hands a flip whose
+  // execution died to a new token and execution. Here it runs on the real workflow.
+  for (const state of ["SetSecret", "TestSecret"] as const) {
+    it(`a flip whose execution died after ${state} is handed to a new execution and converges`, async () => {
+      const before = await loadRotated(rotor.deps, ref);
+      crashAt = { state, phase: "after" };
+      const { json } = await api("POST", "/v3/configs/config/rotated_secrets/rotate", ref);
+      const dead = json.executionId as string;
+      expect(await rotor.runner.wait(dead)).toBe("ABORTED");
+      crashAt = undefined;
+      const stalled = await loadRotated(rotor.deps, ref);
+      expect(stalled.flip?.token).toBe(dead);
+
+      // Young flips and live executions are left alone.
+      expect(await rescueStalledFlips(rotor.deps, async () => false, { olderThanMs: 3_600_000 })).toEqual([]);
+      expect(await rescueStalledFlips(rotor.deps, async () => true, { olderThanMs: 0 })).toEqual([]);
+      expect((await loadRotated(rotor.deps, ref)).rev).toBe(stalled.rev);
+
+      const asked: string[] = [];
+      const [token, ...more] = await rescueStalledFlips(rotor.deps, async (t) => (asked.push(t), false), { olderThanMs: 0 });
+      expect(asked).toEqual([dead]);
+      expect(more).toEqual([]);
+      expect(token).not.toBe(dead);
+      expect(await rotor.runner.wait(token!)).toBe("SUCCEEDED");
+
+      const after = await loadRotated(rotor.deps, ref);
+      expect(after.flip).toBeUndefined();
+      expect(after).toMatchObject({ state: "healthy", flipCount: before.flipCount + 1, active: 1 - before.active, lastFlipToken: token });
+      // The value the dead execution had set (PENDING, unchanged by the hand-over) is the one now active.
+      expect(await openInstance(rotor.deps, after, after.active)).toBe(await rotor.deps.envelope.open(stalled.flip!.pending, sealBinding(ref, stalled.flip!.target, stalled.flip!.pendingVersion)));
+      expect(await servedLogsIn()).toBe(true);
+      expect(invariantViolations).toEqual([]);
+    });
   }
 
   it("a re-run of a finished flip changes nothing", async () => {

@@ -30,7 +30,7 @@ import { EventBridgeBus } from "../../core/adapters/aws/eventbridge-bus.ts";
 import { AssumedRoleCache, LambdaAgentTransport, lambdaFunctionName } from "../../core/adapters/aws/lambda-transport.ts";
 import { atExpression, EventBridgeRotationScheduler, scheduleName } from "../../core/adapters/aws/scheduler.ts";
 import { SesNotifier } from "../../core/adapters/aws/ses-notifier.ts";
-import { SfnExecutionReader, StepFunctionsStarter } from "../../core/adapters/aws/sfn-starter.ts";
+import { executionIsRunning, SfnExecutionReader, StepFunctionsStarter } from "../../core/adapters/aws/sfn-starter.ts";
 import { HttpAgentTransport } from "../../core/adapters/http-transport.ts";
 import { LogNotifier, SmtpNotifier } from "../../core/adapters/local/smtp-notifier.ts";
 import type { RotorEvent } from "../../core/events.ts";
@@ -340,6 +340,30 @@ describe("StepFunctionsStarter and SfnExecutionReader", () => {
       { executionArn: arn, maxResults: 1000, nextToken: undefined, includeExecutionData: false },
       { executionArn: arn, maxResults: 1000, nextToken: "page2", includeExecutionData: false },
     ]);
+  });
+});
+
+describe("executionIsRunning (the flip rescuer's liveness check)", () => {
+  const machine = "arn:aws:states:us-east-1:111122223333:stateMachine:rotor-rotate";
+  const arn = "arn:aws:states:us-east-1:111122223333:execution:rotor-rotate:rot_abc";
+  it("asks DescribeExecution for the named execution: RUNNING is alive; ended or unknown is not", async () => {
+    const cases: Array<[() => void, boolean]> = [
+      [() => sfnMock.on(DescribeExecutionCommand).resolves({ status: "RUNNING", ...meta }), true],
+      [() => sfnMock.on(DescribeExecutionCommand).resolves({ status: "FAILED", ...meta }), false],
+      [() => sfnMock.on(DescribeExecutionCommand).resolves({ status: "ABORTED", ...meta }), false],
+      [() => sfnMock.on(DescribeExecutionCommand).rejects(new ExecutionDoesNotExist({ message: "nope", ...meta })), false],
+    ];
+    for (const [arrange, alive] of cases) {
+      sfnMock.reset();
+      arrange();
+      expect(await executionIsRunning(client(SFNClient), machine, "rot_abc")).toBe(alive);
+      expect(sfnMock.commandCalls(DescribeExecutionCommand).map((c) => c.args[0].input)).toEqual([{ executionArn: arn }]);
+    }
+  });
+  it("lets other errors through: a throttled check must not restart a live flip", async () => {
+    sfnMock.reset();
+    sfnMock.on(DescribeExecutionCommand).rejects(Object.assign(new Error("Rate exceeded"), { name: "ThrottlingException" }));
+    await expect(executionIsRunning(client(SFNClient), machine, "rot_abc")).rejects.toThrow("Rate exceeded");
   });
 });
 

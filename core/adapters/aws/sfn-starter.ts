@@ -203,3 +203,14 @@ function toEvent(ev: SfnHistoryEvent): HistoryEvent {
   }
   return out;
 }
+
+/** Whether the execution of this name on this machine is running; one that doesn't exist is not. */
+export async function executionIsRunning(client: SFNClient, stateMachineArn: string, name: string): Promise<boolean> {
+  try {
+    const out = await client.send(new DescribeExecutionCommand({ executionArn: executionArnOf(stateMachineArn, name) }));
+    return out.status === "RUNNING";
+  } catch (e) {
+    if (missing(e)) return false;
+    throw e;
+  }
+}
