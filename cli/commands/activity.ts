@@ -1,17 +1,9 @@
 import type { Command } from "commander";
+import type { ActivityEntry } from "../../core/activity.ts";
 import { CliError } from "../client.ts";
 import { clientFor, print, type GlobalFlags } from "../context.ts";
 
-interface Entry {
-  id: string;
-  type: string;
-  at: string;
-  actor: string;
-  project?: string;
-  config?: string;
-  detail: Record<string, unknown>;
-  cursor: string;
-}
+type Entry = ActivityEntry;
 interface Page {
   activity: Entry[];
   next?: string;

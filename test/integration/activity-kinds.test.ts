@@ -5,6 +5,7 @@
  * through GET /v3/activity, page by page, and the events of the bus and of a real webhook
  * receiver searched for every value the test saw.
  */
+import type { ActivityEntry } from "../../core/activity.ts";
 import { createServer, type Server } from "node:http";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EVENT_TYPES, type EventType } from "../../core/events.ts";
@@ -19,16 +20,7 @@ let receiverUrl = "";
 /** Every secret value the test saw besides env.passwords: token values, webhook secret, static values. */
 const seen = new Set<string>();
 
-interface Entry {
-  id: string;
-  type: string;
-  at: string;
-  actor: string;
-  project?: string;
-  config?: string;
-  detail: Record<string, unknown>;
-  cursor: string;
-}
+type Entry = ActivityEntry;
 const entries: Entry[] = [];
 const ids: Record<string, string> = {};
 
