@@ -27,6 +27,15 @@ import { AgentError, keyResolverOf, verifyRequest, type JwksInput, type KeyResol
  */
 export { AgentError };
 
+/** Where a request's database is, as every request body carries it. */
+export interface DatabaseTarget {
+  host: string;
+  port: number;
+  database: string;
+  ssl?: Parameters<typeof tlsOptions>[0];
+}
+export type ManagedTarget = DatabaseTarget & { managingUser: { username: string; password: string } };
+
 export interface Engine {
   status(): Promise<StatusResult>;
   testCredentials(body: TestCredentialsBody): Promise<TestCredentialsResult>;
@@ -205,6 +214,21 @@ export async function serve(agent: Agent, port: number, host?: string): Promise<
 /** True when the module with this import.meta.url is the script node was started with. */
 export function isMain(moduleUrl: string): boolean {
   return !!process.argv[1] && pathToFileURL(resolve(process.argv[1])).href === moduleUrl;
+}
+
+/**
+ * An engine's two ways in: `handler` for AWS Lambda (`{ body: "<compact JWS>" }` → response
+ * envelope), and an HTTP server on $PORT when its module is the script node was started with.
+ */
+export function agentEntryPoints(engine: Engine, label: string, moduleUrl: string) {
+  const agent = createAgent(engine);
+  const main = async (): Promise<void> => {
+    const server = await serve(agent, Number(process.env.PORT ?? 8080));
+    console.log(`rotor ${label} agent listening on ${JSON.stringify(server.address())}`);
+    process.once("SIGTERM", () => server.close());
+  };
+  if (isMain(moduleUrl)) void main();
+  return { agent, handler: agent.lambda, main };
 }
 
 // ---- Keeping secrets out of answers -------------------------------------------------

@@ -3,28 +3,22 @@ import { AGENT_PROTOCOL_VERSION } from "../../core/agent-protocol/schemas.ts";
 import {
   AgentError,
   asManagingUser,
-  createAgent,
-  isMain,
+  agentEntryPoints,
   isNetworkError,
   LoginRefused,
   probeLogin,
   renderGrant,
   rotatePassword,
-  serve,
   testLogins,
   tlsOptions,
   unavailable,
+  type DatabaseTarget,
   type Engine,
+  type ManagedTarget,
 } from "./core.ts";
 
 /** The MySQL / MariaDB agent. One fresh connection per call: customer credentials are never pooled. */
 
-interface Target {
-  host: string;
-  port: number;
-  database: string;
-  ssl?: Parameters<typeof tlsOptions>[0];
-}
 
 // Access denied, no access to the database, password expired, account locked (MySQL, MariaDB).
 const REFUSED_LOGIN = new Set([1044, 1045, 1862, 3118, 4151]);
@@ -34,7 +28,7 @@ const RETRYABLE = new Set([1205, 1213, 1040]); // lock wait timeout, deadlock, t
 
 const errnoOf = (e: unknown) => (e as { errno?: unknown }).errno;
 
-async function withConnection<T>(t: Target, user: string, password: string, fn: (c: mysql.Connection) => Promise<T>): Promise<T> {
+async function withConnection<T>(t: DatabaseTarget, user: string, password: string, fn: (c: mysql.Connection) => Promise<T>): Promise<T> {
   let c: mysql.Connection | undefined;
   try {
     try {
@@ -71,10 +65,9 @@ function translate(e: unknown): unknown {
   return new AgentError("database_error", `${errno}: ${(e as Error).message}`, RETRYABLE.has(errno));
 }
 
-type Managed = Target & { managingUser: { username: string; password: string } };
 
 /** As the managing user, with backslash escaping guaranteed: mysql2 escapes values with backslashes. */
-const asManager = <T>(body: Managed, fn: (c: mysql.Connection) => Promise<T>) =>
+const asManager = <T>(body: ManagedTarget, fn: (c: mysql.Connection) => Promise<T>) =>
   asManagingUser(() =>
     withConnection(body, body.managingUser.username, body.managingUser.password, async (c) => {
       const [rows] = await c.query<mysql.RowDataPacket[]>("SELECT @@SESSION.sql_mode AS mode");
@@ -87,7 +80,7 @@ const asManager = <T>(body: Managed, fn: (c: mysql.Connection) => Promise<T>) =>
   );
 
 /** Logs in; the account is CURRENT_USER() (`user@host`), the exact row the server matched. */
-const login = (t: Target, username: string, password: string) =>
+const login = (t: DatabaseTarget, username: string, password: string) =>
   probeLogin(() =>
     withConnection(t, username, password, async (c) => {
       const [rows] = await c.query<mysql.RowDataPacket[]>("SELECT CURRENT_USER() AS account");
@@ -182,14 +175,4 @@ export const mysqlEngine: Engine = {
     }),
 };
 
-export const agent = createAgent(mysqlEngine);
-/** AWS Lambda entry point: `{ body: "<compact JWS>" }` → response envelope. */
-export const handler = agent.lambda;
-
-export async function main(): Promise<void> {
-  const server = await serve(agent, Number(process.env.PORT ?? 8080));
-  console.log(`rotor mysql agent listening on ${JSON.stringify(server.address())}`);
-  process.once("SIGTERM", () => server.close());
-}
-
-if (isMain(import.meta.url)) void main();
+export const { agent, handler, main } = agentEntryPoints(mysqlEngine, "mysql", import.meta.url);

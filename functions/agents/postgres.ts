@@ -4,35 +4,29 @@ import { AGENT_PROTOCOL_VERSION } from "../../core/agent-protocol/schemas.ts";
 import {
   AgentError,
   asManagingUser,
-  createAgent,
-  isMain,
+  agentEntryPoints,
   isNetworkError,
   LoginRefused,
   probeLogin,
   renderGrant,
   rotatePassword,
-  serve,
   testLogins,
   tlsOptions,
   unavailable,
+  type DatabaseTarget,
   type Engine,
+  type ManagedTarget,
 } from "./core.ts";
 
 /** The PostgreSQL agent. One fresh connection per call: customer credentials are never pooled. */
 
-interface Target {
-  host: string;
-  port: number;
-  database: string;
-  ssl?: Parameters<typeof tlsOptions>[0];
-}
 
 // 28P01: wrong password (or VALID UNTIL passed); 28000: no such role, NOLOGIN, or pg_hba refusal.
 const REFUSED_LOGIN = new Set(["28P01", "28000"]);
 // Serialization, lock, resource and shutdown failures: the same statement may work later.
 const RETRYABLE = /^(40|53|55P03|57P0)/;
 
-async function withClient<T>(t: Target, user: string, password: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+async function withClient<T>(t: DatabaseTarget, user: string, password: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({
     host: t.host,
     port: t.port,
@@ -71,11 +65,10 @@ function translate(e: unknown): unknown {
   return e;
 }
 
-const login = (t: Target, username: string, password: string) =>
+const login = (t: DatabaseTarget, username: string, password: string) =>
   probeLogin(() => withClient(t, username, password, async (c) => (await c.query("SELECT 1"), username)));
 
-type Managed = Target & { managingUser: { username: string; password: string } };
-const asManager = <T>(body: Managed, fn: (c: pg.Client) => Promise<T>) =>
+const asManager = <T>(body: ManagedTarget, fn: (c: pg.Client) => Promise<T>) =>
   asManagingUser(() => withClient(body, body.managingUser.username, body.managingUser.password, fn));
 
 /**
@@ -188,14 +181,4 @@ export const postgresEngine: Engine = {
     }),
 };
 
-export const agent = createAgent(postgresEngine);
-/** AWS Lambda entry point: `{ body: "<compact JWS>" }` → response envelope. */
-export const handler = agent.lambda;
-
-export async function main(): Promise<void> {
-  const server = await serve(agent, Number(process.env.PORT ?? 8080));
-  console.log(`rotor postgres agent listening on ${JSON.stringify(server.address())}`);
-  process.once("SIGTERM", () => server.close());
-}
-
-if (isMain(import.meta.url)) void main();
+export const { agent, handler, main } = agentEntryPoints(postgresEngine, "postgres", import.meta.url);
