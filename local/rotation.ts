@@ -7,6 +7,7 @@ import { KeySigner } from "../core/agents/signer.ts";
 import { HttpAgentTransport } from "../core/adapters/http-transport.ts";
 import { LambdaAgentTransport } from "../core/adapters/aws/lambda-transport.ts";
 import { DuePoller, IndexScheduler } from "../core/adapters/local/due-poller.ts";
+import { Periodic } from "../core/adapters/local/periodic.ts";
 import { notifierFromEnv } from "../core/adapters/local/smtp-notifier.ts";
 import { LocalStepFunctions, type LocalRunnerOptions } from "../core/adapters/local/step-functions.ts";
 import type { Deps } from "../core/context.ts";
@@ -89,27 +90,17 @@ export async function wireRotation(base: Deps, dataDir: string, opts: RotationOp
  * process — e.g. the process was killed while they waited — within a tick of restarting.
  */
 export class LeaseReconciler {
-  private timer?: NodeJS.Timeout;
-  private busy = false;
-  constructor(private readonly deps: RotationDeps, private readonly runner: LocalStepFunctions, private readonly intervalMs: number) {}
+  private readonly loop: Periodic;
+  constructor(deps: RotationDeps, runner: LocalStepFunctions, intervalMs: number) {
+    this.loop = new Periodic("lease reconciler", intervalMs, () => reconcileLeases(deps, (leaseId) => runner.isRunning(leaseId)));
+  }
   start() {
-    this.timer = setInterval(() => void this.tick(), this.intervalMs);
-    this.timer.unref();
-    void this.tick();
+    this.loop.start();
   }
   stop() {
-    clearInterval(this.timer);
+    this.loop.stop();
   }
-  async tick(): Promise<number> {
-    if (this.busy) return 0;
-    this.busy = true;
-    try {
-      return await reconcileLeases(this.deps, (leaseId) => this.runner.isRunning(leaseId));
-    } catch (e) {
-      console.error(`lease reconciler: ${(e as Error).message}`);
-      return 0;
-    } finally {
-      this.busy = false;
-    }
+  tick(): Promise<number> {
+    return this.loop.tick();
   }
 }

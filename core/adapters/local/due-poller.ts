@@ -1,4 +1,5 @@
 import { flipExecutionName, ROTATION_DUE, refOf, type RotatedItem, type RotationDeps, type RotationScheduler } from "../../rotation/model.ts";
+import { Periodic } from "./periodic.ts";
 import type { LocalStepFunctions } from "./step-functions.ts";
 
 /** Embedded scheduling needs no per-secret schedule: the poller reads the due index. */
@@ -15,51 +16,45 @@ export class IndexScheduler implements RotationScheduler {
  * harmless: the flip's conditional write lets one win and the other ends as Skipped.
  */
 export class DuePoller {
-  private timer?: NodeJS.Timeout;
-  private ticking = false;
+  private readonly loop: Periodic;
 
   constructor(
     private readonly deps: RotationDeps,
     private readonly runner: LocalStepFunctions,
     private readonly opts: { intervalMs: number; maxConcurrent: number } = { intervalMs: 1000, maxConcurrent: 50 },
-  ) {}
+  ) {
+    this.loop = new Periodic("rotation poller", opts.intervalMs, () => this.startDue());
+  }
 
   start() {
-    this.timer = setInterval(() => void this.tick(), this.opts.intervalMs);
-    this.timer.unref();
-    void this.tick();
+    this.loop.start();
   }
 
   stop() {
-    clearInterval(this.timer);
+    this.loop.stop();
   }
 
   /** One pass; returns how many executions it started. */
-  async tick(): Promise<number> {
-    if (this.ticking) return 0;
-    this.ticking = true;
-    try {
-      const due = await this.deps.table.queryDue<RotatedItem>(ROTATION_DUE, this.deps.now().toISOString() + "\uffff", 1000);
-      let started = 0;
-      for (const item of due) {
-        if (this.runner.runningCount() >= this.opts.maxConcurrent) break;
-        if (item.state === "paused") continue;
-        const ref = refOf(item);
-        if (item.flip) {
-          if (this.runner.isRunning(item.flip.token)) continue;
-          await this.runner.start("rotate", item.flip.token, { ref, force: true });
-        } else {
-          if (this.runner.isRunningFor(ref)) continue;
-          await this.runner.start("rotate", flipExecutionName(item), { ref, force: false });
-        }
-        started++;
+  tick(): Promise<number> {
+    return this.loop.tick();
+  }
+
+  private async startDue(): Promise<number> {
+    const due = await this.deps.table.queryDue<RotatedItem>(ROTATION_DUE, this.deps.now().toISOString() + "\uffff", 1000);
+    let started = 0;
+    for (const item of due) {
+      if (this.runner.runningCount() >= this.opts.maxConcurrent) break;
+      if (item.state === "paused") continue;
+      const ref = refOf(item);
+      if (item.flip) {
+        if (this.runner.isRunning(item.flip.token)) continue;
+        await this.runner.start("rotate", item.flip.token, { ref, force: true });
+      } else {
+        if (this.runner.isRunningFor(ref)) continue;
+        await this.runner.start("rotate", flipExecutionName(item), { ref, force: false });
       }
-      return started;
-    } catch (e) {
-      console.error(`rotation poller: ${(e as Error).message}`);
-      return 0;
-    } finally {
-      this.ticking = false;
+      started++;
     }
+    return started;
   }
 }
