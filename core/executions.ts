@@ -42,17 +42,19 @@ export interface ExecutionReader {
 
 const HISTORY_FLUSH_MS = 1000;
 const metaKey = (id: string) => ({ pk: `EXEC#${id}`, sk: "META" });
-const listPk = (ref?: ExecutionInfo["ref"]) => (ref && "name" in ref ? `EXECS#${ref.project}#${ref.config}#${ref.name}` : "EXECS#OTHER");
+const secretListPk = (ref: SecretRef) => `EXECS#${ref.project}#${ref.config}#${ref.name}`;
 
 export class TableExecutions implements ExecutionReader {
   constructor(private readonly deps: Pick<Deps, "table">) {}
 
+  /** The record and its list rows: every execution in EXECS#ALL, a flip also under its secret. */
   async save(info: ExecutionInfo) {
     const { table } = this.deps;
+    const sk = `${info.startedAt}#${info.id}`;
     await Promise.all([
       table.put({ ...metaKey(info.id), kind: "execution", ...info }),
-      table.put({ pk: listPk(info.ref), sk: `${info.startedAt}#${info.id}`, kind: "execution-index", ...info }),
-      table.put({ pk: "EXECS#ALL", sk: `${info.startedAt}#${info.id}`, kind: "execution-index", ...info }),
+      table.put({ pk: "EXECS#ALL", sk, kind: "execution-index", ...info }),
+      info.ref && "name" in info.ref ? table.put({ pk: secretListPk(info.ref), sk, kind: "execution-index", ...info }) : undefined,
     ]);
   }
 
@@ -107,7 +109,7 @@ export class TableExecutions implements ExecutionReader {
   }
 
   async list(filter: { secret?: SecretRef; limit: number }) {
-    const items = await this.deps.table.queryPrefix(filter.secret ? listPk(filter.secret) : "EXECS#ALL", "", { newestFirst: true, limit: filter.limit });
+    const items = await this.deps.table.queryPrefix(filter.secret ? secretListPk(filter.secret) : "EXECS#ALL", "", { newestFirst: true, limit: filter.limit });
     return items.map((i) => strip<ExecutionInfo>(i));
   }
 

@@ -60,9 +60,11 @@ export async function startEmbedded(opts: EmbeddedOptions): Promise<Embedded> {
     endpoint: opts.dynamoEndpoint ?? dynamo!.endpoint,
     region: "local",
     credentials: { accessKeyId: "local", secretAccessKey: "local" },
-    // The SDK's default pool (50 sockets) queues requests when many flips or leases run at
-    // once; the table is on loopback in this process, so a wider pool costs nothing.
-    requestHandler: { httpAgent: new HttpAgent({ keepAlive: true, maxSockets: 256 }) },
+    ...(dynamo
+      ? { requestHandler: dynamo.requestHandler, signer: dynamo.signer }
+      : // The SDK's default pool (50 sockets) queues requests when many flips or leases run at
+        // once; the table is on loopback, so a wider pool costs nothing.
+        { requestHandler: { httpAgent: new HttpAgent({ keepAlive: true, maxSockets: 256 }) } }),
   });
   const table = new Table(client, "rotor");
   await table.ensureExists();

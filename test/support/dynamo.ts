@@ -1,5 +1,6 @@
 /**
- * DynamoDB engines for tests: dynalite (pure JS, in memory) and AWS's DynamoDB Local (Java),
+ * DynamoDB engines for tests: dynalite (pure JS, in memory; over HTTP, and in process as embedded
+ * mode reaches it) and AWS's DynamoDB Local (Java),
  * plus `makeDeps`, which builds core's `Deps` on a fresh table of a running engine.
  *
  *   describe.each(ENGINES)("store on $name", (engine) => {
@@ -25,6 +26,7 @@ import { FileKeyWrapper } from "../../core/adapters/local/file-key-wrapper.ts";
 import { LocalEventBus, type RotorEvent } from "../../core/events.ts";
 import type { Deps } from "../../core/context.ts";
 import { Table } from "../../core/store/table.ts";
+import { startDynalite as startEmbeddedDynalite, type RunningDynalite } from "../../local/dynalite.ts";
 
 export interface RunningEngine {
   /** http://127.0.0.1:PORT */
@@ -36,7 +38,7 @@ export interface RunningEngine {
 }
 
 export interface Engine {
-  name: "dynalite" | "dynamodb-local";
+  name: "dynalite" | "dynalite-in-process" | "dynamodb-local";
   start(): Promise<RunningEngine>;
 }
 
@@ -66,6 +68,27 @@ export async function startDynalite(): Promise<RunningEngine> {
         server.close(() => resolve()); // closes the LevelDB store too
         server.closeAllConnections(); // SDK keep-alive sockets would otherwise hold close() open
       });
+      return stopped;
+    },
+  };
+}
+
+/**
+ * Embedded mode's own dynalite (local/dynalite.ts), reached in process as `npm start`
+ * reaches it: clients built by dynamoClient() for its endpoint use its request handler
+ * and signer, so the same suites check that path end to end.
+ */
+const inProcess = new Map<string, Pick<RunningDynalite, "requestHandler" | "signer">>();
+export async function startDynaliteInProcess(): Promise<RunningEngine> {
+  const t0 = performance.now();
+  const running = await startEmbeddedDynalite();
+  inProcess.set(running.endpoint, running);
+  let stopped: Promise<void> | undefined;
+  return {
+    endpoint: running.endpoint,
+    startupMs: Math.round(performance.now() - t0),
+    stop() {
+      stopped ??= running.stop().finally(() => inProcess.delete(running.endpoint));
       return stopped;
     },
   };
@@ -261,6 +284,7 @@ async function launchDynamoDbLocal(port: number, t0: number, timeoutMs: number):
 
 export const ALL_ENGINES: Engine[] = [
   { name: "dynalite", start: startDynalite },
+  { name: "dynalite-in-process", start: startDynaliteInProcess },
   { name: "dynamodb-local", start: () => startDynamoDbLocal() },
 ];
 
@@ -301,10 +325,12 @@ export interface TestDeps extends Deps {
 }
 
 export function dynamoClient(endpoint: string): DynamoDBClient {
+  const direct = inProcess.get(endpoint);
   return new DynamoDBClient({
     endpoint,
     region: "us-east-1",
     credentials: { accessKeyId: "test", secretAccessKey: "test" },
+    ...(direct && { requestHandler: direct.requestHandler, signer: direct.signer }),
   });
 }
 

@@ -205,10 +205,14 @@ export class LocalStepFunctions implements WorkflowStarter {
       cause = (e as Error).message;
     }
     await logging.catch(() => undefined);
-    await this.executions.flush(info.id).catch((e) => console.error(`execution ${info.id}: history not saved: ${(e as Error).message}`));
-    await Promise.allSettled(writes);
     if (crashed || this.stopped) status = "ABORTED"; // a process death: the flip stays in flight, to be re-run
-    await this.executions.save({ ...info, status, stoppedAt: new Date().toISOString(), error, cause });
+    // Written side by side: whichever lands first, a re-run converges (it skips a finished
+    // name, and numbers its events after those already stored).
+    await Promise.all([
+      this.executions.flush(info.id).catch((e) => console.error(`execution ${info.id}: history not saved: ${(e as Error).message}`)),
+      Promise.allSettled(writes),
+      this.executions.save({ ...info, status, stoppedAt: new Date().toISOString(), error, cause }),
+    ]);
     return status;
   }
 
