@@ -14,7 +14,7 @@ interface SdkRequest {
 }
 
 export interface RunningDynalite {
-  /** dynalite on loopback, for tools (aws cli, NoSQL Workbench) pointed at the data dir. */
+  /** dynalite's loopback listener; the in-process client only needs it as its nominal endpoint. */
   endpoint: string;
   /** A request handler for DynamoDBClient that calls dynalite in this process. */
   requestHandler: InProcessHandler;
@@ -34,7 +34,7 @@ type InProcessHandler = ReturnType<typeof inProcessHandler>;
 export async function startDynalite(opts: { path?: string } = {}): Promise<RunningDynalite> {
   const dynalite = require("dynalite") as (o: Record<string, unknown>) => Server;
   const server = dynalite({ path: opts.path, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-  // Listening is also what lets dynalite's close() flush and close its LevelDB.
+  // dynalite's close() closes its LevelDB only on a server that is listening.
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(0, "127.0.0.1", () => resolve());
