@@ -19,6 +19,8 @@ import { createRotated, rotateNow } from "../core/rotation/manage.ts";
 import type { RotationDeps } from "../core/rotation/model.ts";
 import { createDynamic } from "../core/dynamic/manage.ts";
 import { createToken } from "../core/auth/tokens.ts";
+import { generateSigningKey, jwksOf, signRequest } from "../core/agent-protocol/keys.ts";
+import { keyResolverOf, verifyRequest } from "../core/agent-protocol/verify.ts";
 import { startEmbedded, type Embedded } from "../local/runtime.ts";
 import { startMariaDb } from "../test/support/mariadb.ts";
 import { startPostgres, type DbServer } from "../test/support/postgres.ts";
@@ -236,6 +238,23 @@ async function benchLeases(rotor: Embedded, engine: EngineName, db: DbServer, ma
   return { lease: median(leases), raw: median(raws), perSecond: total / (concurrentMs / 1000) };
 }
 
+/**
+ * What the agent protocol itself costs per call: Rotor signs (ES512, P-521) and the agent
+ * verifies. A flip makes two calls (updateCredential, testCredentials), a lease one; with the
+ * raw SQL this is the least either can cost, whatever the rest of Rotor does.
+ */
+async function signedCallMs(rounds = 50) {
+  const { key } = await generateSigningKey();
+  const jwks = keyResolverOf(jwksOf(key.publicJwk)); // built once, as an agent does
+  const request = { type: "testCredentials" as const, body: { host: "db.internal", port: 5432, database: "app", users: [{ username: "app_a", password: password() }] } };
+  const times: number[] = [];
+  for (let i = 0; i < rounds + 5; i++) {
+    const [t] = await timed(async () => verifyRequest(await signRequest(key.privateKey, key.kid, request), jwks));
+    if (i >= 5) times.push(t);
+  }
+  return median(times);
+}
+
 async function bundleSizes(): Promise<Array<{ handler: string; bytes: number }> | string> {
   try {
     const stacks = (await import("../stacks/lambda.ts")) as { bundleSizes?: () => Promise<Array<{ handler: string; bytes: number }>> };
@@ -268,11 +287,15 @@ async function main() {
     const managers = { postgres: await managingUser("postgres", postgres), mysql: await managingUser("mysql", mariadb) };
     const dbs = { postgres, mysql: mariadb };
 
+    const signed = parts.has("1") || parts.has("3") ? await signedCallMs() : 0;
+    const floor = (raw: number, calls: number) => `floor (raw + ${calls} signed call${calls > 1 ? "s" : ""}) ${((raw + calls * signed) / raw).toFixed(2)}x`;
+    if (parts.has("1") || parts.has("3")) console.log(`One signed agent call (ES512 sign + verify): ${fmt(signed)} ms\n`);
+
     if (parts.has("1")) {
     console.log("1. A full flip vs the raw SQL it performs (login, ALTER USER, login)   goal: ≤ 3x");
     for (const engine of ["postgres", "mysql"] as const) {
       const r = await benchFlip(rotor, engine, dbs[engine], managers[engine], rounds);
-      console.log(`   ${engine.padEnd(9)} flip ${fmt(r.flip)} ms   raw ${fmt(r.raw)} ms   ratio ${(r.flip / r.raw).toFixed(2)}x`);
+      console.log(`   ${engine.padEnd(9)} flip ${fmt(r.flip)} ms   raw ${fmt(r.raw)} ms   ratio ${(r.flip / r.raw).toFixed(2)}x   ${floor(r.raw, 2)}`);
     }
 
     }
@@ -289,7 +312,7 @@ async function main() {
     for (const engine of ["postgres", "mysql"] as const) {
       const r = await benchLeases(rotor, engine, dbs[engine], managers[engine], rounds);
       console.log(
-        `   ${engine.padEnd(9)} lease ${fmt(r.lease)} ms   raw ${fmt(r.raw)} ms   ratio ${(r.lease / r.raw).toFixed(2)}x   ` +
+        `   ${engine.padEnd(9)} lease ${fmt(r.lease)} ms   raw ${fmt(r.raw)} ms   ratio ${(r.lease / r.raw).toFixed(2)}x   ${floor(r.raw, 1)}   ` +
           `20 concurrent clients: ${r.perSecond.toFixed(1)} leases/s`,
       );
     }

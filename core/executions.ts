@@ -82,19 +82,35 @@ export class TableExecutions implements ExecutionReader {
     return entry.flushed;
   }
 
+  /** Batches being written, by execution: this process's readers wait for them (read your writes). */
+  private readonly writing = new Map<string, Set<Promise<void>>>();
+
   /** Writes the buffered events of one execution now. */
   async flush(executionId: string): Promise<void> {
     const entry = this.buffered.get(executionId);
     if (!entry) return;
     this.buffered.delete(executionId);
     clearTimeout(entry.timer);
+    const written = this.deps.table.batchPut(entry.items);
+    const pending = this.writing.get(executionId) ?? new Set();
+    const settled = written.then(() => undefined, () => undefined);
+    pending.add(settled);
+    this.writing.set(executionId, pending);
     try {
-      await this.deps.table.batchPut(entry.items);
+      await written;
       entry.resolve();
     } catch (e) {
       entry.reject(e);
       throw e;
+    } finally {
+      pending.delete(settled);
+      if (pending.size === 0 && this.writing.get(executionId) === pending) this.writing.delete(executionId);
     }
+  }
+
+  /** Resolves once every history batch under way is written (or has failed): before a shutdown. */
+  async drain(): Promise<void> {
+    await Promise.all([...this.writing.values()].flatMap((set) => [...set]));
   }
 
   async find(id: string): Promise<ExecutionInfo | undefined> {
@@ -114,6 +130,7 @@ export class TableExecutions implements ExecutionReader {
   }
 
   async history(id: string) {
+    await Promise.all([...(this.writing.get(id) ?? [])]);
     await this.get(id);
     return (await this.deps.table.queryPrefix(`EXEC#${id}`, "EV#")).map((i) => strip<HistoryEvent>(i));
   }

@@ -119,6 +119,7 @@ export async function issueLease(deps: RotationDeps, item: DynamicItem, ttlSec: 
       project: item.project,
       config: item.config,
       changeId: `lease-${leaseId}`,
+      at: lease.createdAt,
       detail: { leaseId, dynamic: item.name, provider: item.provider, username: issued.handle.username ?? issued.handle.userName, expiresAt: lease.expiresAt },
     }),
   ]);

@@ -220,6 +220,7 @@ export async function finishSecret(deps: RotationDeps, input: StepInput) {
       project: ref.project,
       config: ref.config,
       changeId: `flip-${input.token}`,
+      at: saved.lastFlipAt,
       detail: { name: ref.name, activeUsername: saved.instances[saved.active].username, flipCount: saved.flipCount, nextFlipAt: saved.nextFlipAt },
     });
   }

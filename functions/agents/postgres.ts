@@ -1,4 +1,5 @@
-import { createHash, createHmac, pbkdf2Sync, randomBytes } from "node:crypto";
+import { createHash, createHmac, pbkdf2, randomBytes } from "node:crypto";
+import { promisify } from "node:util";
 import pg from "pg";
 import { AGENT_PROTOCOL_VERSION } from "../../core/agent-protocol/schemas.ts";
 import {
@@ -76,12 +77,15 @@ const asManager = <T>(body: ManagedTarget, fn: (c: pg.Client) => Promise<T>) =>
  * server's statement log. Only printable ASCII: SASLprep leaves it unchanged, so our
  * verifier matches what the server would compute. Anything else goes as is.
  */
+const pbkdf2Async = promisify(pbkdf2);
+
 async function passwordLiteral(c: pg.Client, password: string): Promise<string> {
   const { rows } = await c.query<{ password_encryption: string }>("SHOW password_encryption");
   if (rows[0]?.password_encryption !== "scram-sha-256" || !/^[\x20-\x7e]+$/.test(password)) return pg.escapeLiteral(password);
   const salt = randomBytes(16);
   const iterations = 4096;
-  const salted = pbkdf2Sync(password, salt, iterations, 32, "sha256");
+  // Off the event loop: an in-process agent (embedded mode) shares it with the API and workflows.
+  const salted = await pbkdf2Async(password, salt, iterations, 32, "sha256");
   const storedKey = createHash("sha256").update(createHmac("sha256", salted).update("Client Key").digest()).digest();
   const serverKey = createHmac("sha256", salted).update("Server Key").digest();
   const b64 = (b: Buffer) => b.toString("base64");

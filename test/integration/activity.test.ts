@@ -151,7 +151,12 @@ describe("paging", () => {
 });
 
 describe("publishing", () => {
-  it("publishes each entry at least once: a failed publish is retried by re-recording the change, then never repeated", async () => {
+  // With `at` (the time the change stored) the marker and entries go in together; without
+  // it, the marker goes first and fixes the key. Both must give one entry and one publish.
+  it.each([
+    ["the recording time", undefined],
+    ["the change's stored time", "2026-11-01T10:00:00.000Z"],
+  ])("publishes each entry at least once, keyed by %s: a failed publish is retried by re-recording the change, then never repeated", async (_, at) => {
     const { deps } = rotor.embedded;
     const published: RotorEvent[] = [];
     let fail = true;
@@ -161,16 +166,20 @@ describe("publishing", () => {
         published.push(e);
       },
     };
-    const entry = { type: "rotation.succeeded" as const, actor: "rotor:rotation", project: "other", config: "prod", changeId: "flip-at-least-once", detail: { name: "DB" } };
+    const changeId = `flip-at-least-once-${at ?? "now"}`;
+    const entry = { type: "rotation.succeeded" as const, actor: "rotor:rotation", project: "other", config: "prod", changeId, at, detail: { name: "DB" } };
     await expect(recordActivity({ ...deps, events: flaky }, entry)).rejects.toThrow("bus down");
     fail = false;
     const first = await recordActivity({ ...deps, events: flaky }, entry);
     const again = await recordActivity({ ...deps, events: flaky }, entry);
     expect(published).toEqual([first]);
     expect(again).toEqual(first);
-    const entries = (await page({ project: "other", limit: 500 })).activity.filter((a) => a.id === "flip-at-least-once");
+    if (at) expect(first.at).toBe(at);
+    const entries = (await page({ project: "other", limit: 500 })).activity.filter((a) => a.id === changeId);
     expect(entries).toHaveLength(1);
-    expect(entries[0]).toMatchObject({ type: "rotation.succeeded", detail: { name: "DB" } });
+    expect(entries[0]).toMatchObject({ type: "rotation.succeeded", at: first.at, detail: { name: "DB" } });
+    const all = (await page({ limit: 500 })).activity.filter((a) => a.id === changeId);
+    expect(all).toHaveLength(1);
   });
 
   it("cloud: publishes to the EventBridge bus named by ROTOR_EVENT_BUS, and refuses to drop events without it", async () => {

@@ -186,10 +186,9 @@ export class LocalStepFunctions implements WorkflowStarter {
     handle.abort = () => execution.abort();
 
     let seq = firstEvent;
-    const writes: Promise<unknown>[] = [];
     const logging = (async () => {
       for await (const ev of execution.eventLogs as AsyncIterable<Record<string, unknown>>) {
-        writes.push(this.executions.appendEvent(info.id, toHistoryEvent(++seq, ev)));
+        void this.executions.appendEvent(info.id, toHistoryEvent(++seq, ev)); // failures surface through flush()
       }
     })();
 
@@ -206,13 +205,12 @@ export class LocalStepFunctions implements WorkflowStarter {
     }
     await logging.catch(() => undefined);
     if (crashed || this.stopped) status = "ABORTED"; // a process death: the flip stays in flight, to be re-run
-    // Written side by side: whichever lands first, a re-run converges (it skips a finished
-    // name, and numbers its events after those already stored).
-    await Promise.all([
-      this.executions.flush(info.id).catch((e) => console.error(`execution ${info.id}: history not saved: ${(e as Error).message}`)),
-      Promise.allSettled(writes),
-      this.executions.save({ ...info, status, stoppedAt: new Date().toISOString(), error, cause }),
-    ]);
+    // The run is over once its status is stored; its last history batch goes in after it
+    // (flush() registers the batch before returning, so history() in this process waits for
+    // it; stop() drains it). Whichever lands first, a
+    // re-run converges: it skips a finished name and numbers its events after those stored.
+    await this.executions.save({ ...info, status, stoppedAt: new Date().toISOString(), error, cause });
+    void this.executions.flush(info.id).catch((e) => console.error(`execution ${info.id}: history not saved: ${(e as Error).message}`));
     return status;
   }
 
@@ -222,6 +220,7 @@ export class LocalStepFunctions implements WorkflowStarter {
     await Promise.allSettled([...this.starting.values()]); // a start under way registers its run first
     for (const run of this.running.values()) run.abort();
     await Promise.allSettled([...this.running.values()].map((r) => r.done));
+    await this.executions.drain();
   }
 }
 
