@@ -89,18 +89,16 @@ export async function wireRotation(base: Deps, dataDir: string, opts: RotationOp
  * Embedded lease reconciler: revokes expired leases whose workflow is not running in this
  * process — e.g. the process was killed while they waited — within a tick of restarting.
  */
-export class LeaseReconciler {
-  private readonly loop: Periodic;
-  constructor(deps: RotationDeps, runner: LocalStepFunctions, intervalMs: number) {
-    this.loop = new Periodic("lease reconciler", intervalMs, () => reconcileLeases(deps, (leaseId) => runner.isRunning(leaseId)));
+export class LeaseReconciler extends Periodic {
+  constructor(
+    private readonly deps: RotationDeps,
+    private readonly runner: LocalStepFunctions,
+    intervalMs: number,
+  ) {
+    super("lease reconciler", intervalMs);
   }
-  start() {
-    this.loop.start();
-  }
-  stop() {
-    this.loop.stop();
-  }
-  tick(): Promise<number> {
-    return this.loop.tick();
+
+  protected pass() {
+    return reconcileLeases(this.deps, (leaseId) => this.runner.isRunning(leaseId));
   }
 }

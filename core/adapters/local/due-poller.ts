@@ -15,31 +15,17 @@ export class IndexScheduler implements RotationScheduler {
  * tick racing a request joins the request's execution; any other duplicate start is
  * harmless: the flip's conditional write lets one win and the other ends as Skipped.
  */
-export class DuePoller {
-  private readonly loop: Periodic;
-
+export class DuePoller extends Periodic {
   constructor(
     private readonly deps: RotationDeps,
     private readonly runner: LocalStepFunctions,
     private readonly opts: { intervalMs: number; maxConcurrent: number } = { intervalMs: 1000, maxConcurrent: 50 },
   ) {
-    this.loop = new Periodic("rotation poller", opts.intervalMs, () => this.startDue());
+    super("rotation poller", opts.intervalMs);
   }
 
-  start() {
-    this.loop.start();
-  }
-
-  stop() {
-    this.loop.stop();
-  }
-
-  /** One pass; returns how many executions it started. */
-  tick(): Promise<number> {
-    return this.loop.tick();
-  }
-
-  private async startDue(): Promise<number> {
+  /** Starts what is due; returns how many executions it started. */
+  protected async pass(): Promise<number> {
     const due = await this.deps.table.queryDue<RotatedItem>(ROTATION_DUE, this.deps.now().toISOString() + "\uffff", 1000);
     let started = 0;
     for (const item of due) {

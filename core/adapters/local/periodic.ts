@@ -1,13 +1,16 @@
 /**
- * Embedded mode's background jobs (the rotation poller, the lease reconciler): a pass every
- * `intervalMs` and one at start. A pass still running turns the next tick into a no-op, and a
- * failing pass is logged and retried on the next tick, never thrown into the timer.
+ * Embedded mode's background jobs (the rotation poller, the lease reconciler) extend this: a
+ * `pass` every `intervalMs` and one at start. A pass still running turns the next tick into a
+ * no-op, and a failing pass is logged and retried on the next tick, never thrown into the timer.
  */
-export class Periodic {
+export abstract class Periodic {
   private timer?: NodeJS.Timeout;
   private running = false;
 
-  constructor(private readonly name: string, private readonly intervalMs: number, private readonly pass: () => Promise<number>) {}
+  constructor(private readonly name: string, private readonly intervalMs: number) {}
+
+  /** One unit of the job's work; returns how much it did. */
+  protected abstract pass(): Promise<number>;
 
   start() {
     this.timer = setInterval(() => void this.tick(), this.intervalMs);
