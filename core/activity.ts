@@ -38,21 +38,21 @@ export async function recordActivity(
     const item: Item = { pk: ACTIVITY_PK, sk: entrySk, ...event, kind: "activity" };
     return Promise.all([deps.table.putIfAbsent(item), event.project ? deps.table.putIfAbsent({ ...item, pk: projectActivityPk(event.project) }) : undefined]);
   };
-  const earlierAttempt = async () => {
+  const earlierAttempt = async (entrySk: string) => {
     const existing = await deps.table.get(marker.pk, marker.sk);
-    return { entrySk: String(existing?.entrySk ?? `${event.at}#${event.id}`), published: existing?.published === true };
+    return { entrySk: String(existing?.entrySk ?? entrySk), published: existing?.published === true };
   };
 
+  let entrySk = `${event.at}#${event.id}`;
   let published = false;
-  if (entry.at !== undefined && entry.changeId !== undefined) {
-    const [fresh] = await Promise.all([deps.table.putIfAbsent({ ...marker, entrySk: `${event.at}#${event.id}` }), putEntries(`${event.at}#${event.id}`)]);
-    if (!fresh) published = (await earlierAttempt()).published;
+  if (entry.at !== undefined) {
+    const [fresh] = await Promise.all([deps.table.putIfAbsent({ ...marker, entrySk }), putEntries(entrySk)]);
+    if (!fresh) ({ published } = await earlierAttempt(entrySk));
   } else {
     // The marker fixes the entry's sort key, so a retry rewrites the same entry instead of
     // losing it or writing a second one.
-    let entrySk = `${event.at}#${event.id}`;
     if (!(await deps.table.putIfAbsent({ ...marker, entrySk }))) {
-      ({ entrySk, published } = await earlierAttempt());
+      ({ entrySk, published } = await earlierAttempt(entrySk));
       event.at = entrySk.slice(0, entrySk.indexOf("#"));
     }
     await putEntries(entrySk);

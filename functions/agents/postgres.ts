@@ -72,13 +72,13 @@ const login = (t: DatabaseTarget, username: string, password: string) =>
 const asManager = <T>(body: ManagedTarget, fn: (c: pg.Client) => Promise<T>) =>
   asManagingUser(() => withClient(body, body.managingUser.username, body.managingUser.password, fn));
 
+const pbkdf2Async = promisify(pbkdf2);
+
 /**
  * Hash the password here (as psql's \password does), so the cleartext never reaches the
  * server's statement log. Only printable ASCII: SASLprep leaves it unchanged, so our
  * verifier matches what the server would compute. Anything else goes as is.
  */
-const pbkdf2Async = promisify(pbkdf2);
-
 async function passwordLiteral(c: pg.Client, password: string): Promise<string> {
   const { rows } = await c.query<{ password_encryption: string }>("SHOW password_encryption");
   if (rows[0]?.password_encryption !== "scram-sha-256" || !/^[\x20-\x7e]+$/.test(password)) return pg.escapeLiteral(password);

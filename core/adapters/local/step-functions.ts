@@ -207,8 +207,8 @@ export class LocalStepFunctions implements WorkflowStarter {
     if (crashed || this.stopped) status = "ABORTED"; // a process death: the flip stays in flight, to be re-run
     // The run is over once its status is stored; its last history batch goes in after it
     // (flush() registers the batch before returning, so history() in this process waits for
-    // it; stop() drains it). Whichever lands first, a
-    // re-run converges: it skips a finished name and numbers its events after those stored.
+    // it; stop() drains it). Whichever lands first, a re-run converges: it skips a finished
+    // name and numbers its events after those stored.
     await this.executions.save({ ...info, status, stoppedAt: new Date().toISOString(), error, cause });
     void this.executions.flush(info.id).catch((e) => console.error(`execution ${info.id}: history not saved: ${(e as Error).message}`));
     return status;
